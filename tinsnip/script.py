@@ -151,7 +151,7 @@ def apply_script(steps: list[Step], nonce: str, who: str = "tinsnip") -> str:
     return "\n".join(parts) + "\n"
 
 
-MARKER = re.compile(rb"^@@([0-9a-f]+) (\w+) (\d+) (\d+) (\d+) (\d+)\n")
+MARKER = re.compile(rb"@@([0-9a-f]+) (\w+) (\d+) (\d+) (\d+) (\d+)\n")
 
 
 def parse_answers(raw: bytes, nonce: str, tag: str) -> dict[int, Answer]:
