@@ -24,14 +24,14 @@ def _env():
     )
 
 
-def render(name: str, **values) -> str:
+def render(template: str, /, **values) -> str:
     import jinja2
 
     try:
-        return _env().get_template(name).render(**values)
+        return _env().get_template(template).render(**values)
     except jinja2.TemplateSyntaxError as exc:
-        raise InputError(f"template {exc.name or name}, line {exc.lineno}: {exc.message}") from None
+        raise InputError(f"template {exc.name or template}, line {exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:
-        raise InputError(f"template {name}: {exc.message}") from None
+        raise InputError(f"template {template}: {exc.message}") from None
     except jinja2.TemplateNotFound:
-        raise InputError(f"template {name} not found in {TEMPLATES}") from None
+        raise InputError(f"template {template} not found in {TEMPLATES}") from None

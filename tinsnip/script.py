@@ -87,8 +87,8 @@ tinsnip_put() { # dest mode owner as_user expect backup [then-argv...]; content 
   if [ "$backup" = 1 ] && [ -e "$dest" ]; then cp -p "$dest" "$dest.tinsnip-bak" && had_backup=1 || { rm -f "$tmp"; return 1; }; fi
   mv -f "$tmp" "$dest" || { rm -f "$tmp"; return 1; }
   [ $# -gt 0 ] || return 0
-  if out=$("$@" 2>&1 </dev/null); then printf '%s\n' "$out"; return 0; fi
-  rc=$?
+  out=$("$@" 2>&1 </dev/null); rc=$?
+  if [ $rc -eq 0 ]; then printf '%s\n' "$out"; return 0; fi
   if [ "$had_backup" = 1 ]; then
     cp -p "$dest.tinsnip-bak" "$dest.tinsnip-restore" && mv -f "$dest.tinsnip-restore" "$dest"
     "$@" >/dev/null 2>&1 </dev/null
