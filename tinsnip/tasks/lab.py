@@ -1,0 +1,85 @@
+"""lab.*: the embedded lab, a NAS and two Docker hosts in network namespaces on this machine.
+
+The lab dir comes from TINSNIP_LAB_DIR (default: .lab under the current directory), the lab id from
+TINSNIP_LAB_ID (default 0; lab k uses 198.18.k.0/24, so several labs can run at once).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+from pathlib import Path
+
+from invoke import task
+from invoke.exceptions import Exit
+
+
+def _where() -> tuple[Path, int]:
+    lab_dir = Path(os.environ.get("TINSNIP_LAB_DIR") or ".lab")
+    raw = os.environ.get("TINSNIP_LAB_ID") or "0"
+    try:
+        lab_id = int(raw)
+    except ValueError:
+        raise Exit(f"TINSNIP_LAB_ID must be a number from 0 to 7, not {raw!r}", 2) from None
+    return lab_dir, lab_id
+
+
+def _call(fn_name: str, *args):
+    from .. import lab
+    from ..errors import TinsnipError
+
+    try:
+        return getattr(lab, fn_name)(*args)
+    except TinsnipError as exc:
+        raise Exit(f"lab: {exc}", exc.code) from None
+
+
+def _print_hosts(info: dict) -> None:
+    for name, h in info["hosts"].items():
+        ssh = "ssh ok" if h["ssh"] else "no ssh"
+        print(f"  {name:8} {h['state']:8} {h['address']:13} {ssh:7} login {h['user']}")
+
+
+@task(help={"json": "print one JSON object instead of text"})
+def up(c, json=False):
+    """Start the lab: a NAS and two Docker hosts (a no-op when up)."""
+    lab_dir, lab_id = _where()
+    info = _call("up", lab_dir, lab_id)
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+        return
+    t = info["timings"]
+    if info["already_up"]:
+        print(f"lab {lab_id} is already up in {info['lab_dir']}")
+    else:
+        print(f"lab {lab_id} up in {t['total']:.1f} s (hosts booted in {t.get('boot', 0):.1f} s)")
+    _print_hosts(info)
+    print(f"inventory: {info['inventory']}")
+    print(f"try: ssh -i {lab_dir}/id_ed25519 -o UserKnownHostsFile={lab_dir}/known_hosts "
+          f"root@{info['hosts']['docker1']['address']} docker info")
+
+
+@task(help={"json": "print one JSON object instead of text"})
+def down(c, json=False):
+    """Stop the lab and remove all it made."""
+    lab_dir, lab_id = _where()
+    info = _call("down", lab_dir, lab_id)
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+        return
+    stopped = ", ".join(info["stopped"]) or "nothing was running"
+    print(f"lab {lab_id} down in {info['timings']['total']:.1f} s ({stopped})")
+
+
+@task(help={"json": "print one JSON object instead of text"})
+def status(c, json=False):
+    """Show the lab's hosts: state, address, SSH."""
+    lab_dir, lab_id = _where()
+    info = _call("status", lab_dir, lab_id)
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+    else:
+        print(f"lab {lab_id} in {info['lab_dir']}: {'up' if info['up'] else 'not up'}")
+        _print_hosts(info)
+        if info["owner"] and info["owner"] != info["lab_dir"]:
+            print(f"  (lab id {lab_id} is held by the lab in {info['owner']})")
