@@ -165,7 +165,18 @@ class Engine:
                 index = int(line.split()[2])
                 self.out.line(f"  ... {plan.steps[index].desc}", host.name)
 
-        result = self.remote(host).run_script(text, on_line=progress)
+        current: list[str] = []
+
+        def track(line: bytes) -> None:
+            if line.startswith(marker):
+                current[:] = [plan.steps[int(line.split()[2])].desc]
+            progress(line)
+
+        try:
+            result = self.remote(host).run_script(text, on_line=track)
+        except RemoteError as exc:
+            during = f" during step: {current[0]}" if current else " before the first step"
+            raise RemoteError(f"{exc}{during}; files are written atomically, so re-run the task to finish") from None
         answers = script.parse_answers(result.stdout, nonce, "step")
         results = []
         stopped = False
@@ -281,8 +292,28 @@ class Engine:
             "seconds": round(time.monotonic() - self.started, 3),
         }
 
+    def record_changes(self) -> None:
+        """Append what was applied to the change log on the station (one more NAS round trip, only
+        when something changed). A log that cannot be written is a warning, not a failure."""
+        from . import changelog
+
+        changed = {o.host: [r.step.desc for r in o.results if r.status == "changed"] for o in self.outcomes}
+        if self.options.dry_run or not any(changed.values()):
+            return
+        inv = self.settings.inventory
+        who = f"{os.environ.get('USER', 'root')}@{os.uname().nodename}"
+        lines = changelog.entries(self.options.task, who, changed)
+        try:
+            result = self.remote(inv.nas).run_script(changelog.append_script(
+                changelog.path(inv.nas.volume, self.settings.sheet), lines))
+            if result.rc != 0:
+                self.out.line(f"warning: the change log on the station was not written: {result.stderr.strip()}", err=True)
+        except TinsnipError as exc:
+            self.out.line(f"warning: the change log on the station was not written: {exc}", err=True)
+
     def report(self, extra: dict | None = None) -> int:
         """Print the recap (or the JSON object); return the exit code: 0 done, 1 a step failed."""
+        self.record_changes()
         summary = self.summary()
         if extra:
             summary.update(extra)
