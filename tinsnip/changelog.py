@@ -20,7 +20,7 @@ def path(volume: str, sheet: str) -> str:
 
 def entries(task: str, who: str, changed: dict[str, list[str]], when: float | None = None) -> list[str]:
     """One JSON line per host that changed: when, who, which task, what changed."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when or time.time()))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if when is None else when))
     return [json.dumps({"time": stamp, "who": who, "task": task, "host": host, "changes": steps}, sort_keys=True)
             for host, steps in sorted(changed.items()) if steps]
 
