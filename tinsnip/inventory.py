@@ -191,7 +191,7 @@ def parse(data, path: Path) -> Inventory:
         sheet = c.name(top.get("sheet"), "sheet", "sheet") or sheet
 
     ssh = c.mapping(top.get("ssh"), "ssh", {"key", "known_hosts"})
-    key = c.text(ssh.get("key"), "ssh.key")
+    ssh_key = c.text(ssh.get("key"), "ssh.key")
     known = c.text(ssh.get("known_hosts"), "ssh.known_hosts")
 
     nas_raw = c.mapping(top.get("nas"), "nas", {"address", "user", "port", "volume"}, {"address", "user"})
@@ -283,6 +283,6 @@ def parse(data, path: Path) -> Inventory:
         nas=nas,
         docker_hosts=hosts,
         machines=machines,
-        ssh_key=(base / Path(key).expanduser()).resolve() if key else None,
+        ssh_key=(base / Path(ssh_key).expanduser()).resolve() if ssh_key else None,
         known_hosts=(base / Path(known).expanduser()).resolve() if known else None,
     )

@@ -85,3 +85,9 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
     assert inv.docker_hosts["d1"].images == (("a/b:1", tmp_path / "img" / "a.tar"),)
     assert inv.docker_hosts["d1"].nfs_client == "10.0.0.3" and inv.docker_hosts["d1"].user == "root"
     assert inv.placement("x", "prod").name == "d1"  # the only Docker host
+
+
+def test_ssh_key_survives_a_machines_section(tmp_path):
+    inv = load_text(tmp_path, "ssh: {key: k}\nnas: {address: 10.0.0.2, user: admin}\n"
+                              "docker_hosts: {d1: {address: 10.0.0.3}}\nmachines: {gazette-prod: d1}\n")
+    assert inv.ssh_key == tmp_path / "k"
