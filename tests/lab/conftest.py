@@ -146,6 +146,7 @@ def lab():
     done = []
 
     def teardown():
+        # lab.down holds a Ctrl-C until it has finished, then lets it through.
         try:
             labmod.down(lab_dir, lab_id)
         finally:

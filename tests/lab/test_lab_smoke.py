@@ -138,7 +138,7 @@ def test_inventory_loads(lab):
     assert inv.nas.address == lab.addr["nas"] and inv.nas.user == "admin"
     assert {n: h.address for n, h in inv.docker_hosts.items()} == {n: lab.addr[n] for n in ("docker1", "docker2")}
     assert all(h.user == "root" for h in inv.docker_hosts.values())
-    assert inv.known_hosts == lab.known_hosts
+    assert inv.known_hosts == lab.known_hosts and inv.ssh_key == lab.key
     assert len(lab.known_hosts.read_text().splitlines()) == 3
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -207,7 +208,10 @@ def _run(argv: list[str], *, input: bytes | str | None = None, check: bool = Tru
          stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
     if isinstance(input, str):
         input = input.encode()
-    r = subprocess.run(argv, input=input, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout)
+    # A session of its own: a Ctrl-C at the terminal reaches tinsnip, which decides (a teardown
+    # must not lose its helpers half-way).
+    r = subprocess.run(argv, input=input, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
+                       start_new_session=True)
     if check and r.returncode != 0:
         err = r.stderr.decode(errors="replace").strip()
         raise LabError(f"`{' '.join(argv[:6])}` failed (exit {r.returncode}): {err}")
@@ -221,6 +225,26 @@ def _locked(lab: Lab):
     with open(lab.dir / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+@contextmanager
+def _no_interrupt():
+    """Hold Ctrl-C (and SIGTERM) until a teardown is finished: half a teardown leaves hosts behind."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def _netns_pids(ns: str) -> list[int]:
@@ -329,12 +353,14 @@ def up(lab_dir: Path | str, lab_id: int = 0) -> dict:
         st = status(lab.dir, lab.id)
         if st["up"]:
             return {**st, "already_up": True, "timings": {"total": round(time.monotonic() - t0, 2)}}
-        _down(lab)  # whatever a crashed or half-finished run left behind
+        with _no_interrupt():
+            _down(lab)  # whatever a crashed or half-finished run left behind
         timings: dict[str, float] = {}
         try:
             _up(lab, timings)
         except BaseException:
-            _down(lab)
+            with _no_interrupt():
+                _down(lab)
             raise
         timings["total"] = round(time.monotonic() - t0, 2)
         return {**status(lab.dir, lab.id), "already_up": False, "timings": timings}
@@ -584,7 +610,8 @@ def down(lab_dir: Path | str, lab_id: int = 0) -> dict:
             raise LabUnavailable(f"lab id {lab.id} belongs to the lab in {owner}, not {lab.dir}; "
                                  f"run lab.down with TINSNIP_LAB_DIR={owner}")
         was_up = [h.name for h in HOSTS if init_pid(lab.id, h.name) is not None]
-        _down(lab)
+        with _no_interrupt():
+            _down(lab)
     return {"lab_dir": str(lab.dir), "lab_id": lab.id, "stopped": was_up,
             "timings": {"total": round(time.monotonic() - t0, 2)}}
 
