@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 from .. import smep
-from .common import emit, require, tin_task
+from ..errors import InputError, TinsnipError
+from .common import confirm, emit, finish, require, tin_task
+
+MACHINE_HELP = {
+    "service": "machine (service) name, e.g. gazette",
+    "env": "environment: " + ", ".join(smep.ENVS),
+}
 
 
 def offline_numbers(sheet: str, machine: str, number) -> tuple[int, int, list[str]]:
@@ -28,8 +38,7 @@ def offline_numbers(sheet: str, machine: str, number) -> tuple[int, int, list[st
 
 
 @tin_task(help={
-    "service": "machine (service) name, e.g. gazette",
-    "env": "environment: " + ", ".join(smep.ENVS),
+    **MACHINE_HELP,
     "offline": "work without the NAS: reserved numbers, --number and the sheet hash rule",
     "number": "machine number to use (00–99) for a machine not in the registry",
 })
@@ -75,3 +84,326 @@ def info(c, opts, service=None, env=None, offline=False, number=None):
              f"  docker    {m.docker_host}",
              *[f"  note: {n}" for n in notes]]
     emit(opts, data, lines)
+
+
+# -- shared by create, station, apply, remove ----------------------------------------------------
+
+def _target(machine, env, number=None) -> tuple[str, str, int | None]:
+    machine = smep.check_name(require(machine, "service"), "machine")
+    env = smep.check_env(require(env, "env"))
+    smep.user_name(machine, env)
+    pinned = smep.check_machine_number(number) if number is not None else None
+    if pinned is not None and machine in smep.RESERVED_MACHINES and pinned != smep.RESERVED_MACHINES[machine]:
+        raise InputError(f"machine {machine!r} is reserved with number {smep.RESERVED_MACHINES[machine]:02d}")
+    return machine, env, pinned
+
+
+def catalog_warning(sheet: str, machine: str) -> str | None:
+    """SPEC §8: warn (and carry on) when the service catalog has no service named after the machine."""
+    if machine == "station":
+        return None
+    places = [p for p in (os.environ.get("SERVICE_PATH"), str(Path.home() / ".local" / "opt" / f"{sheet}.service"),
+                          "service") if p]
+    if any((Path(p) / machine).is_dir() for p in places):
+        return None
+    return (f"warning: no catalog service named {machine!r} in {', '.join(places)}; the machine-env is created "
+            f"anyway (install the catalog with `tin service.catalog-install`)")
+
+
+def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict[str, int]):
+    """Phase 1: the NAS (registry, tree, export, machine.env) for every target; phase 2: every Docker host
+    with its machine-envs, hosts in parallel. A NAS failure stops before any Docker host is touched."""
+    from ..plans import machine as plans
+    from ..plans import nas as nas_plans
+
+    engine = opts.engine(settings)
+    inv = settings.inventory
+    nas_targets = [(machine, env, [host.nfs_client]) for machine, env, host in targets]
+    try:
+        [nas_outcome] = engine.run_phase([nas_plans.nas_job(settings, nas_targets, pins=pins or None)])
+        if nas_outcome.failed or nas_outcome.plan is None:
+            engine.out.line("the NAS phase failed: nothing was changed on the Docker hosts", err=True)
+            return engine, {}
+        machine_envs = nas_outcome.plan.data["machine_envs"]
+        by_host: dict[str, list] = {}
+        hosts = {}
+        for machine, env, host in targets:
+            by_host.setdefault(host.name, []).append(machine_envs[f"{machine}-{env}"])
+            hosts[host.name] = host
+        jobs = [plans.docker_job(settings, hosts[name], mes, inv.nas.address) for name, mes in by_host.items()]
+        engine.run_phase(jobs)
+        placed = {f"{machine}-{env}": host.name for machine, env, host in targets}
+        return engine, {name: {**m.info(), "host": placed[name]} for name, m in machine_envs.items() if name in placed}
+    except BaseException:
+        engine.close()
+        raise
+
+
+def _create(opts, machine, env, host, number):
+    machine, env, pinned = _target(machine, env, number)
+    settings = opts.settings()
+    if host is not None:
+        smep.check_name(host, "Docker host")
+    placed = settings.inventory.placement(machine, env, host)
+    warning = catalog_warning(settings.sheet, machine)
+    if warning and not opts.json:
+        print(warning)
+    engine, machine_envs = _converge(opts, settings, [(machine, env, placed)], {machine: pinned} if pinned is not None else {})
+    extra = {"machine_envs": machine_envs}
+    if warning:
+        extra["warnings"] = [warning]
+    finish(engine, extra)
+
+
+@tin_task(changes=True, help={
+    **MACHINE_HELP,
+    "host": "Docker host to put it on (default: the inventory's machines:, or its only Docker host)",
+    "number": "pin the machine number (00–99) the first time a name is registered",
+})
+def create(c, opts, service=None, env=None, host=None, number=None):
+    """Create a machine-env: NAS storage and export, then its user, mount and rootless Docker on its host."""
+    _create(opts, service, env, host, number)
+
+
+@tin_task(changes=True, help={
+    "env": "environment of the station (default prod)",
+    "host": "Docker host to put it on (default: the inventory's machines:, or its only Docker host)",
+})
+def station(c, opts, env="prod", host=None):
+    """Create the sheet's station (machine 00), whose prod storage holds the registries."""
+    _create(opts, "station", env or "prod", host, None)
+
+
+@tin_task(changes=True, help={})
+def apply(c, opts):
+    """Converge every machine-env in the inventory's machines: at once (NAS first, then hosts in parallel)."""
+    settings = opts.settings()
+    inv = settings.inventory
+    if not inv.machines:
+        raise InputError(f"the inventory {inv.path} lists no machines: add 'gazette-prod: docker1' lines under machines:")
+    targets = []
+    for key in sorted(inv.machines):
+        machine, env = smep.parse_machine_env(key)
+        targets.append((machine, env, inv.placement(machine, env)))
+    engine, machine_envs = _converge(opts, settings, targets, {})
+    finish(engine, {"machine_envs": machine_envs})
+
+
+@tin_task(changes=True, help={
+    **MACHINE_HELP,
+    "delete_data": "also delete the machine-env's tree on the NAS (asks unless --yes)",
+    "host": "Docker host it is on (default: the inventory's machines:, or its only Docker host)",
+})
+def remove(c, opts, service=None, env=None, delete_data=False, host=None):
+    """Remove a machine-env from its Docker host and its export from the NAS; NAS data stays unless --delete-data."""
+    from ..plans import machine as plans
+    from ..plans import nas as nas_plans
+    from ..plans import registry
+
+    machine, env, _ = _target(service, env)
+    settings = opts.settings()
+    if host is not None:
+        smep.check_name(host, "Docker host")
+    placed = settings.inventory.placement(machine, env, host)
+    name = smep.user_name(machine, env)
+    if delete_data:
+        confirm(opts, f"delete every file of {name} on the NAS ({settings.inventory.nas.volume}/{settings.sheet}/{machine}/{env})?")
+    engine = opts.engine(settings)
+    try:
+        sheet_number, machine_number, _ = registry.lookup(engine, settings.sheet, machine)
+        m = smep.MachineEnv(settings.sheet, sheet_number, machine, machine_number, env, settings.inventory.nas.volume)
+        [outcome] = engine.run_phase([plans.remove_job(settings, placed, m, settings.inventory.nas.address)])
+        if outcome.failed:
+            engine.out.line(f"{placed.name} failed: the NAS side of {name} was left as it is", err=True)
+        else:
+            engine.run_phase([nas_plans.nas_remove_job(settings, machine, env, [placed.nfs_client], delete_data)])
+    except BaseException:
+        engine.close()
+        raise
+    finish(engine, {"machine_env": {**m.info(), "host": placed.name}, "delete_data": bool(delete_data)})
+
+
+# -- read-only reports -------------------------------------------------------------------------
+
+def _inventory_targets(settings, service, env) -> list[tuple[str, str, object]]:
+    inv = settings.inventory
+    if service is None and env is None:
+        keys = sorted(inv.machines)
+        if not keys:
+            raise InputError(f"the inventory {inv.path} lists no machines: name one with --service and --env")
+        return [(*smep.parse_machine_env(k), inv.placement(*smep.parse_machine_env(k))) for k in keys]
+    machine, env, _ = _target(service, env)
+    return [(machine, env, inv.placement(machine, env))]
+
+
+def _survey(opts, settings, targets):
+    """One NAS round trip (registry, and the NAS plan's view if available), then one per Docker host,
+    in parallel. Returns (engine, numbers, nas_drift, per-host facts)."""
+    from ..plans import machine as plans
+    from ..plans import registry
+
+    engine = opts.engine(settings)
+    inv = settings.inventory
+    volume = inv.nas.volume
+    nas_drift: dict[str, list[str]] = {}
+    machine_envs: dict[str, smep.MachineEnv] = {}
+    unregistered: list[str] = []
+    try:
+        nas_job = None
+        try:
+            from ..plans import nas as nas_plans
+
+            nas_job = nas_plans.nas_job(settings, [(m, e, [h.nfs_client]) for m, e, h in targets])
+        except ImportError:
+            nas_job = None
+        reg_facts = [registry.file_fact("reg:sheets", registry.sheets_path(volume)),
+                     registry.file_fact("reg:machines", registry.machines_path(volume, settings.sheet))]
+        names = {f.name for f in (nas_job.facts if nas_job else [])}
+        facts = engine.gather(inv.nas, (nas_job.facts if nas_job else []) + [f for f in reg_facts if f.name not in names])
+        sheets, machines = registry.read(facts, volume, settings.sheet)
+        for machine, env, _host in targets:
+            name = f"{machine}-{env}"
+            try:
+                sn, mn, _ = registry.resolve(facts, volume, settings.sheet, machine)
+            except InputError:
+                unregistered.append(name)
+                continue
+            machine_envs[name] = smep.MachineEnv(settings.sheet, sn, machine, mn, env, volume)
+        if nas_job is not None:
+            plan = nas_job.plan(facts)
+            for step in plan.changes:
+                for name in machine_envs:
+                    if name in step.desc or f"/{name.rsplit('-', 1)[0]}/{name.rsplit('-', 1)[1]}" in step.desc:
+                        nas_drift.setdefault(name, []).append(step.desc)
+                        break
+                else:
+                    nas_drift.setdefault("*", []).append(step.desc)
+        by_host: dict[str, list[smep.MachineEnv]] = {}
+        hosts = {}
+        for machine, env, host in targets:
+            if f"{machine}-{env}" in machine_envs:
+                by_host.setdefault(host.name, []).append(machine_envs[f"{machine}-{env}"])
+                hosts[host.name] = host
+
+        def one(name):
+            mes = by_host[name]
+            try:
+                facts = engine.gather(hosts[name], plans.facts_for(mes))
+                return name, plans.assess_host(hosts[name], mes, inv.nas.address, facts), None
+            except TinsnipError as exc:
+                return name, None, str(exc)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_host)))) as pool:
+            host_results = list(pool.map(one, by_host))
+    except BaseException:
+        engine.close()
+        raise
+    return engine, machine_envs, unregistered, nas_drift, host_results, machines.entries
+
+
+FIX_HINT = {
+    "user": "machine.create",
+    "/etc/subuid": "machine.create",
+    "/etc/subgid": "machine.create",
+    "/etc/fstab": "machine.create",
+    "mount": "machine.create",
+    "linger": "machine.create",
+    "docker": "machine.create",
+    "links": "machine.create",
+}
+
+
+@tin_task(help={**MACHINE_HELP, "service": "machine (service) name; leave out for every machine-env in the inventory"})
+def status(c, opts, service=None, env=None):
+    """Each part of one or every machine-env: ok, missing or drifted, and what to run to fix it."""
+    settings = opts.settings()
+    targets = _inventory_targets(settings, service, env)
+    engine, machine_envs, unregistered, nas_drift, host_results, _ = _survey(opts, settings, targets)
+    engine.close()
+    placement = {f"{m}-{e}": h.name for m, e, h in targets}
+    report: dict[str, dict] = {}
+    lines: list[str] = []
+    for name in unregistered:
+        machine, env_ = smep.parse_machine_env(name)
+        report[name] = {"host": placement[name], "ok": False, "parts": [
+            {"part": "registry", "state": "missing", "detail": f"{machine} is not in the machine registry",
+             "fix": f"tin machine.create --service {machine} --env {env_}"}]}
+    failed_hosts = {}
+    for host_name, assessment, error in host_results:
+        if error:
+            failed_hosts[host_name] = error
+            continue
+        for name, parts in assessment.parts.items():
+            m = machine_envs[name]
+            fix = f"tin machine.create --service {m.machine} --env {m.env}"
+            described = []
+            nas = nas_drift.get(name, [])
+            described.append({"part": "nas", "state": "ok" if not nas else "drifted",
+                              "detail": "; ".join(nas) if nas else f"{m.nas_path} and its export in place",
+                              **({"fix": fix} if nas else {})})
+            for p in parts:
+                d = p.describe()
+                if p.state != "ok":
+                    d["fix"] = fix
+                described.append(d)
+            report[name] = {"host": host_name, "uid": m.uid, "ok": all(d["state"] == "ok" for d in described),
+                            "parts": described}
+    for name, data in sorted(report.items()):
+        lines.append(f"{name} on {data['host']}: {'ok' if data['ok'] else 'NOT OK'}")
+        for d in data["parts"]:
+            mark = {"ok": "  ok     ", "missing": "  MISSING", "drifted": "  DRIFTED"}.get(d["state"], "  ?      ")
+            lines.append(f"{mark} {d['part']:<12} {d['detail']}")
+        fixes = sorted({d["fix"] for d in data["parts"] if "fix" in d})
+        for fix in fixes:
+            lines.append(f"  fix: {fix}")
+    for host_name, error in failed_hosts.items():
+        lines.append(f"{host_name}: could not be read: {error}")
+    if nas_drift.get("*"):
+        lines.append("nas: also: " + "; ".join(nas_drift["*"]))
+    ok = all(d["ok"] for d in report.values()) and not failed_hosts
+    emit(opts, {"ok": ok, "machine_envs": report, "unreachable": failed_hosts,
+                "nas_other": nas_drift.get("*", [])}, lines)
+    if not ok:
+        from invoke.exceptions import Exit
+
+        raise Exit(code=1)
+
+
+@tin_task(help={}, name="list")
+def list_(c, opts):
+    """Machine-envs from the registry and the inventory: uid, host, ports and state."""
+    settings = opts.settings()
+    inv = settings.inventory
+    targets = [(*smep.parse_machine_env(k), inv.placement(*smep.parse_machine_env(k))) for k in sorted(inv.machines)]
+    engine, machine_envs, unregistered, nas_drift, host_results, registered = _survey(opts, settings, targets)
+    engine.close()
+    rows = []
+    states = {}
+    for host_name, assessment, error in host_results:
+        if error:
+            for m, e, h in targets:
+                if h.name == host_name:
+                    states[f"{m}-{e}"] = "unreachable"
+            continue
+        for name, parts in assessment.parts.items():
+            bad = [p.name for p in parts if p.state != "ok"] + (["nas"] if nas_drift.get(name) else [])
+            absent = all(p.state == "missing" for p in parts if p.name in ("user", "mount", "docker"))
+            states[name] = "absent" if absent else ("ready" if not bad else "drifted: " + ",".join(bad))
+    for m, e, h in targets:
+        name = f"{m}-{e}"
+        me = machine_envs.get(name)
+        rows.append({"name": name, "machine": m, "env": e, "host": h.name,
+                     "uid": me.uid if me else None, "ports": me.ports if me else [],
+                     "number": me.machine_number if me else None,
+                     "state": "not registered" if name in unregistered else states.get(name, "?")})
+    in_inventory = {m for m, _, _ in targets}
+    for machine, number in sorted(registered.items()):
+        if machine not in in_inventory:
+            rows.append({"name": machine, "machine": machine, "env": None, "host": None, "uid": None, "ports": [],
+                         "number": number, "state": "registered, not in the inventory"})
+    lines = [f"{'machine-env':<24} {'uid':>6}  {'host':<10} {'ports':<12} state"]
+    for r in rows:
+        ports = f"{r['ports'][0]}–{r['ports'][-1]}" if r["ports"] else "-"
+        lines.append(f"{r['name']:<24} {r['uid'] or '-':>6}  {r['host'] or '-':<10} {ports:<12} {r['state']}")
+    emit(opts, {"sheet": settings.sheet, "machine_envs": rows}, lines)
+
