@@ -61,7 +61,7 @@ tinsnip_emit() { # tag index rc: print the marker and the captured output
 """
 
 APPLY_PRELUDE = r"""
-mkdir -p /var/lock 2>/dev/null
+mkdir -p /var/lock 2>/dev/null || mkdir -p "$(readlink -f /var/lock)" 2>/dev/null  # /var/lock may point to a missing /run/lock
 exec 9>>__LOCK__
 if ! flock -w __TIMEOUT__ 9; then
   printf 'the tinsnip lock on this host (__LOCK__) is held by: %s\n' "$(cat __LOCK__.holder 2>/dev/null || echo unknown)" >&2
