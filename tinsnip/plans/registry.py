@@ -304,3 +304,30 @@ def lookup(engine, sheet: str, machine: str, number=None) -> tuple[int, int, lis
     facts = engine.gather(engine.settings.inventory.nas, [
         file_fact("reg:sheets", sheets_path(volume)), file_fact("reg:machines", machines_path(volume, sheet))])
     return resolve(facts, volume, sheet, machine, number)
+
+
+def registry_job(settings, machines=(), *, pins=None, sheet_pin=None, unregister=(), extra_facts=(),
+                 check=None):
+    """A NAS Job that registers the settings' sheet (and `machines`), or drops `unregister`.
+
+    `check(facts)` may raise InputError to refuse the change (it sees `extra_facts` too)."""
+    from ..engine import Job
+    from ..steps import HostPlan
+
+    for name in [*machines, *unregister]:
+        smep.check_name(name, "machine")
+    if "station" in unregister:
+        raise InputError("the station (00) is implied in every sheet and cannot be removed")
+    pins = {smep.check_name(k, "machine"): smep.check_machine_number(v) for k, v in (pins or {}).items()}
+    if sheet_pin is not None:
+        sheet_pin = smep.check_sheet_number(sheet_pin)
+    nas = settings.inventory.nas
+    volume, sheet = nas.volume, settings.sheet
+
+    def plan_fn(facts):
+        if check is not None:
+            check(facts)
+        rp = plan(facts, volume, sheet, list(machines), pins=pins, sheet_pin=sheet_pin, unregister=list(unregister))
+        return HostPlan(nas.name, rp.steps, {"sheet_number": rp.sheet_number, "machine_numbers": rp.numbers})
+
+    return Job(nas, [*registry_facts(volume, sheet), *extra_facts], plan_fn)
