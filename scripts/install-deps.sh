@@ -43,6 +43,10 @@ if [ ${#missing[@]} -eq 0 ]; then
     say "all ${#PACKAGES[@]} packages present"
 else
     say "installing: ${missing[*]}"
+    if ip netns list 2>/dev/null | grep -q '^tl[0-9]-'; then
+        # A running lab host sees this machine's / through an overlay taken at its start.
+        say "warning: a tinsnip lab is up; its hosts will not see these packages until lab.down + lab.up" >&2
+    fi
     apt-get update -qq
     # One install for everything: it is much faster than several, and it happens before any lab
     # host starts. policy-rc.d (if present) keeps apt from starting services here.

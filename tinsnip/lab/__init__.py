@@ -316,6 +316,7 @@ def _wait(what: str, probe, timeout: float, interval: float = 0.05) -> float:
 
 def status(lab_dir: Path | str, lab_id: int = 0) -> dict:
     """Per host: up or down, address, SSH reachable. `up` is true when all three hosts are up."""
+    check_machine()
     lab = _lab(lab_dir, lab_id)
     hosts = {}
     for h in HOSTS:
