@@ -249,17 +249,13 @@ def _survey(opts, settings, targets):
     machine_envs: dict[str, smep.MachineEnv] = {}
     unregistered: list[str] = []
     try:
-        nas_job = None
-        try:
-            from ..plans import nas as nas_plans
+        from ..plans import nas as nas_plans
 
-            nas_job = nas_plans.nas_job(settings, [(m, e, [h.nfs_client]) for m, e, h in targets])
-        except ImportError:
-            nas_job = None
+        nas_job = nas_plans.nas_job(settings, [(m, e, [h.nfs_client]) for m, e, h in targets])
         reg_facts = [registry.file_fact("reg:sheets", registry.sheets_path(volume)),
                      registry.file_fact("reg:machines", registry.machines_path(volume, settings.sheet))]
-        names = {f.name for f in (nas_job.facts if nas_job else [])}
-        facts = engine.gather(inv.nas, (nas_job.facts if nas_job else []) + [f for f in reg_facts if f.name not in names])
+        names = {f.name for f in nas_job.facts}
+        facts = engine.gather(inv.nas, nas_job.facts + [f for f in reg_facts if f.name not in names])
         sheets, machines = registry.read(facts, volume, settings.sheet)
         for machine, env, _host in targets:
             name = f"{machine}-{env}"
@@ -269,15 +265,17 @@ def _survey(opts, settings, targets):
                 unregistered.append(name)
                 continue
             machine_envs[name] = smep.MachineEnv(settings.sheet, sn, machine, mn, env, volume)
-        if nas_job is not None:
+        try:
             plan = nas_job.plan(facts)
             for step in plan.changes:
-                for name in machine_envs:
-                    if name in step.desc or f"/{name.rsplit('-', 1)[0]}/{name.rsplit('-', 1)[1]}" in step.desc:
-                        nas_drift.setdefault(name, []).append(step.desc)
-                        break
-                else:
-                    nas_drift.setdefault("*", []).append(step.desc)
+                head, _, rest = step.desc.partition(": ")
+                pieces = [f"{head}: {p}" for p in rest.split(" | ")] if head == "exports" else [step.desc]
+                for piece in pieces:
+                    named = [name for name in machine_envs if f"{name}:" in piece or f"{name} " in piece]
+                    for name in named or ["*"]:
+                        nas_drift.setdefault(name, []).append(piece)
+        except TinsnipError as exc:
+            nas_drift.setdefault("*", []).append(str(exc))
         by_host: dict[str, list[smep.MachineEnv]] = {}
         hosts = {}
         for machine, env, host in targets:
@@ -294,7 +292,7 @@ def _survey(opts, settings, targets):
                 return name, None, str(exc)
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_host)))) as pool:
-            host_results = list(pool.map(one, by_host))
+            host_results = [*pool.map(one, by_host)]
     except BaseException:
         engine.close()
         raise
