@@ -149,3 +149,12 @@ def test_up_again_is_a_noop_and_status_shows_all_up(lab):
     assert st["up"] is True
     assert {n: h["state"] for n, h in st["hosts"].items()} == {"nas": "up", "docker1": "up", "docker2": "up"}
     assert all(h["ssh"] for h in st["hosts"].values())
+
+
+def test_tin_cli_sees_the_lab(lab):
+    import json
+
+    r = lab.tin("lab.status", "--json")
+    assert r.rc == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["up"] is True and st["lab_id"] == lab.id and st["lab_dir"] == str(lab.dir)
