@@ -394,7 +394,7 @@ def _up(lab: Lab, timings: dict[str, float]) -> None:
     }
     for h in HOSTS:
         units = DOCKER_UNITS if h.mode == "systemd" else ""
-        _run([str(HERE / "lab-host"), "up", lab.prefix, lab.bridge, h.name, lab.addr(h.name), h.mode, units,
+        _run(["bash", str(HERE / "lab-host"), "up", lab.prefix, lab.bridge, h.name, lab.addr(h.name), h.mode, units,
               str(lab.host_dir(h.name)), str(lab.state / "hosts"), *binds[h.name]])
     lap("start")
 
@@ -619,7 +619,7 @@ def down(lab_dir: Path | str, lab_id: int = 0) -> dict:
 
 def _down(lab: Lab) -> None:
     with concurrent.futures.ThreadPoolExecutor(len(HOSTS)) as pool:
-        jobs = [pool.submit(_run, [str(HERE / "lab-host"), "down", lab.prefix, h.name], timeout=60)
+        jobs = [pool.submit(_run, ["bash", str(HERE / "lab-host"), "down", lab.prefix, h.name], timeout=60)
                 for h in HOSTS]
         errors = [str(e) for f in jobs if (e := f.exception())]
     if Path(f"/sys/class/net/{lab.bridge}").exists():
