@@ -86,6 +86,25 @@ class LabHandle:
         r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
         return Result(r.returncode, r.stdout, r.stderr)
 
+    modules: int = 0  # test modules that have used this lab so far
+
+    def start(self) -> None:
+        """Bring the lab up (fresh disks) and read what it wrote: addresses, inventory, sudo password."""
+        info = labmod.up(self.dir, self.id)
+        self.addr = {name: h["address"] for name, h in info["hosts"].items()}
+        self.env = {
+            "TINSNIP_INVENTORY": str(self.inventory),
+            "TINSNIP_LAB_DIR": str(self.dir),
+            "TINSNIP_LAB_ID": str(self.id),
+            **_read_env_file(self.dir / labmod.ENV_FILE),
+        }
+        self.up_info = info
+
+    def reset(self) -> None:
+        """A fresh lab for the next test module: hosts restarted on empty disks (a few seconds)."""
+        labmod.down(self.dir, self.id)
+        self.start()
+
     def root(self, name: str, command: str, input: str | None = None, timeout: float = 120) -> Result:
         """Run a shell command as root inside a lab host without SSH (nsenter into its init)."""
         r = labmod.host_exec(self.id, name, ["bash", "-c", command], input=input, check=False, timeout=timeout)
@@ -160,16 +179,22 @@ def lab():
 
     atexit.register(last_resort)
     try:
-        info = labmod.up(lab_dir, lab_id)
-        handle = LabHandle(dir=lab_dir.absolute(), id=lab_id,
-                           addr={name: h["address"] for name, h in info["hosts"].items()})
-        handle.env = {
-            "TINSNIP_INVENTORY": str(handle.inventory),
-            "TINSNIP_LAB_DIR": str(handle.dir),
-            "TINSNIP_LAB_ID": str(lab_id),
-            **_read_env_file(handle.dir / labmod.ENV_FILE),
-        }
-        handle.up_info = info
+        handle = LabHandle(dir=lab_dir.absolute(), id=lab_id, addr={})
+        handle.start()
         yield handle
     finally:
         teardown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_lab_per_module(request):
+    """Each lab test module starts from a fresh lab, so modules never see each other's machines,
+    registry entries or exports (the first module gets the lab as the session brought it up)."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    handle = request.getfixturevalue("lab")
+    if handle.modules:
+        handle.reset()
+    handle.modules += 1
+    yield
