@@ -417,6 +417,12 @@ def user_part(m: MachineEnv, host: str, facts: dict, mf: dict) -> Part:
     return Part("user", OK, f"user {m.user} ({m.uid}), locked, no admin groups")
 
 
+def _mounted(m: MachineEnv) -> str:
+    """A shell test for "something is mounted there" that reads the mount table and never stats the
+    mount point (a dead NFS or FUSE mount makes stat fail or hang)."""
+    return f"findmnt -rn --mountpoint {shlex.quote(m.mount)} >/dev/null"
+
+
 def mount_part(m: MachineEnv, facts: dict, mf: dict) -> Part:
     mounted = (facts.get("mounts") or {}).get(m.mount)
     if mounted and mounted["fstype"] in NFS_TYPES:
@@ -427,7 +433,7 @@ def mount_part(m: MachineEnv, facts: dict, mf: dict) -> Part:
     if mf.get("mntdir") != "1":
         steps.append(Run(("mkdir", "-p", m.mount), f"{m.name}: mount point {m.mount}"))
     steps.append(Run(("mount", m.mount), f"{m.name}: mount {m.mount} (from /etc/fstab)",
-                     unless=f"mountpoint -q {shlex.quote(m.mount)}"))
+                     unless=_mounted(m)))
     return Part("mount", MISSING, f"{m.mount} not mounted", steps)
 
 
@@ -500,7 +506,7 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> 
         steps.append(as_user(m, ("systemctl", "--user", "daemon-reload"), f"{m.name}: reload the user units"))
         steps.append(as_user(m, ("systemctl", "--user", "enable", "--now", "docker.service"), f"{m.name}: rootless Docker enabled and started"))
         steps.append(wait)
-        return Part("docker", DRIFTED, "; ".join(problems + ["user manager not running"]), steps)
+        return Part("docker", DRIFTED, "; ".join(problems + ["not checked: the user or its manager is missing"]), steps)
     active = mf.get("active") == "active"
     enabled = mf.get("enabled") == "enabled"
     info = mf.get("info") or ""
@@ -649,14 +655,14 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
         steps.append(Run(("loginctl", "disable-linger", m.user), f"{m.name}: linger off for {m.user}"))
     if mf.get("manager") == "active" or mf.get("dockerd"):
         steps.append(Run(("systemctl", "stop", f"user@{m.uid}.service"), f"{m.name}: stop the user manager of {m.user}"))
+    if m.mount in (facts.get("mounts") or {}):
+        # before the sweep of the user's processes: an NFS client helper may run as the squashed uid
+        steps.append(Run(("umount", m.mount), f"{m.name}: unmount {m.mount}", unless=f"! {_mounted(m)}"))
     if u is not None:
         steps.append(Run(("sh", "-c", 'for i in $(seq 50); do pgrep -u "$1" >/dev/null || exit 0; sleep 0.1; done; '
                                       'pkill -KILL -u "$1"; sleep 0.5; exit 0', "sh", str(m.uid)),
                          f"{m.name}: no processes of {m.user} left"))
-    if m.mount in (facts.get("mounts") or {}):
-        steps.append(Run(("umount", m.mount), f"{m.name}: unmount {m.mount}",
-                         unless=f"! mountpoint -q {shlex.quote(m.mount)}"))
-    if mf.get("mntdir") == "1":
+    if mf.get("mntdir") == "1" or m.mount in (facts.get("mounts") or {}):
         # rmdir, never rm -r: a directory that still holds anything is not ours to delete
         steps.append(Run(("rmdir", m.mount), f"{m.name}: remove the empty mount point {m.mount}"))
     text = facts.get("fstab")
