@@ -28,7 +28,7 @@ COMMON_HELP = {
 }
 CHANGE_HELP = {
     "dry_run": "gather facts for real, print the plan and file diffs, change nothing",
-    "yes": "do not ask before destructive changes (implied when stdin is not a terminal)",
+    "yes": "do not ask before destructive changes (without a terminal they need --yes)",
     "stats": "print connections and round trips per host",
     "verbose": "also list unchanged items and show every diff",
 }
