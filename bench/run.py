@@ -320,6 +320,8 @@ def end_state_docker(mes: list[dict]) -> str:
             f"echo \"rootless {u} $({run_as} systemctl --user is-enabled docker 2>&1) "
             f"$({run_as} systemctl --user is-active docker 2>&1)\"",
             f"echo \"daemon.json {u} $(sha256sum < {home}/.config/docker/daemon.json | cut -c1-16)\"",
+            f"for f in {home}/.config/systemd/user/docker.service.d/*; do echo \"drop-in $f $(sha256sum < $f | cut -c1-16)\"; done",
+            f"stat -c 'home %n %U:%G %a' {home}",
             f"echo \"docker info {u} $({run_as} DOCKER_HOST={m['docker_host']} docker info --format '{{{{.SecurityOptions}}}}' "
             f"2>&1 | grep -o rootless)\"",
         ]
@@ -429,23 +431,24 @@ def ansible_vars(lab: Lab, mes: list[dict], tinsnip_files: dict) -> dict:
 
 
 def tinsnip_side_files(lab: Lab) -> dict:
-    """What tinsnip writes beside the numbers: NAS host name, fstab options, daemon configs (its own
-    planner's pure helpers, so the playbook writes the same bytes)."""
+    """What tinsnip writes beside the numbers (NAS address, fstab options, the rootless daemon's
+    daemon.json and docker.service drop-in), taken from its planner's pure helpers, so the playbook
+    is held to the same bytes."""
     from tinsnip import inventory as inv_mod
+    from tinsnip.plans import machine as pm
 
     inv = inv_mod.load(lab.inventory)
-    try:
-        from tinsnip.plans import machine as pm
+    me = pm.dropin_path(_probe_machine_env())
+    return {"nas_host": inv.nas.address, "fstab_options": pm.FSTAB_OPTIONS,
+            "daemon_json": {h: pm.daemon_json(inv.docker_hosts[h]) for h in DOCKER_HOSTS},
+            "dropin": {h: pm.dropin(inv.docker_hosts[h]) for h in DOCKER_HOSTS},
+            "dropin_name": me.rsplit("/", 1)[1]}
 
-        daemon = {h: pm.daemon_json_text(inv.docker_hosts[h]) for h in DOCKER_HOSTS}
-        dropin = {h: pm.dropin_text(inv.docker_hosts[h]) for h in DOCKER_HOSTS}
-        return {"nas_host": pm.nas_host(inv), "fstab_options": pm.FSTAB_OPTIONS, "daemon_json": daemon,
-                "dropin": dropin, "dropin_name": pm.DROPIN_NAME}
-    except (ImportError, AttributeError):
-        pools = {h: [{"base": b, "size": s} for b, s in inv.docker_hosts[h].address_pools] for h in DOCKER_HOSTS}
-        return {"nas_host": inv.nas.address, "fstab_options": "rw,hard,_netdev",
-                "daemon_json": {h: json.dumps({"default-address-pools": p}, indent=2) + "\n" for h, p in pools.items()},
-                "dropin": {h: "[Service]\n" for h in DOCKER_HOSTS}, "dropin_name": "tinsnip.conf"}
+
+def _probe_machine_env():
+    from tinsnip import smep
+
+    return smep.MachineEnv(SHEET, 1, "gazette", 1, "prod", VOLUME)
 
 
 def run_pair(lab: Lab, ans: AnsibleSide | None, rounds: int, fresh: Cell, noop: Cell, afresh: Cell, anoop: Cell,
@@ -575,8 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab-id", type=int, default=int(os.environ.get("TINSNIP_BENCH_LAB_ID", "5")))
     p.add_argument("--lab-dir", default=os.environ.get("TINSNIP_BENCH_LAB_DIR"))
     p.add_argument("--rounds", type=int, default=5, help="rounds for create_* and cli_list (each tool once per round)")
-    p.add_argument("--rounds-20", type=int, default=3, help="rounds for apply_20*")
-    p.add_argument("--noop-runs", type=int, default=2, help="no-op runs after each fresh run")
+    p.add_argument("--rounds-20", type=int, default=2, help="rounds for apply_20*")
+    p.add_argument("--noop-runs", type=int, default=2, help="no-op runs after each fresh create")
+    p.add_argument("--noop-runs-20", type=int, default=1, help="no-op runs after each fresh apply_20")
     p.add_argument("--only", default="create,apply_20,cli_list")
     p.add_argument("--no-ansible", action="store_true")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
@@ -616,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 inv20 = apply_inventory(lab)
                 results["scenarios"].update(bench_machine(
                     lab, ans, "apply_20", list(MACHINES_20), placement_20(), inv20,
-                    ["machine.apply", "--yes"], a.rounds_20, a.noop_runs))
+                    ["machine.apply", "--yes"], a.rounds_20, a.noop_runs_20))
             reset(lab)
     finally:
         if lab is not None and not a.keep and not was_up:
@@ -626,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             labmod.down(lab.dir, lab.id)
     meta.update({"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) + " UTC",
                  "seconds": round(time.time() - started), "python": sys.version.split()[0],
-                 "cpus": os.cpu_count(), "rounds": a.rounds, "rounds_20": a.rounds_20, "noop_runs": a.noop_runs})
+                 "cpus": os.cpu_count(), "rounds": a.rounds, "rounds_20": a.rounds_20, "noop_runs": a.noop_runs,
+                 "noop_runs_20": a.noop_runs_20})
     results["meta"] = meta
     out = Path(a.output)
     if out.exists() and out == RESULTS and a.only != "create,apply_20,cli_list":
@@ -638,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     tbl = table(results)
     meta_line = (f"Measured {meta['date']} on {meta['cpus']} CPUs, Python {meta['python']}, "
                  f"{meta.get('ansible', 'Ansible not run')}; medians of {a.rounds} rounds "
-                 f"({a.rounds_20} for apply_20), {a.noop_runs} no-op runs after each fresh run.")
+                 f"({a.rounds_20} for apply_20), {a.noop_runs} no-op runs after each fresh create "
+                 f"({a.noop_runs_20} after each apply_20).")
     if out == RESULTS:
         README.write_text(update_readme(README.read_text() if README.exists() else "# bench\n", tbl, meta_line))
     print(tbl)
