@@ -225,7 +225,7 @@ def remove(c, opts, service=None, env=None, delete_data=False, host=None):
 
 # -- read-only reports -------------------------------------------------------------------------
 
-def _inventory_targets(settings, service, env) -> list[tuple[str, str, object]]:
+def _inventory_targets(settings, service, env, host=None) -> list[tuple[str, str, object]]:
     inv = settings.inventory
     if service is None and env is None:
         keys = sorted(inv.machines)
@@ -233,7 +233,9 @@ def _inventory_targets(settings, service, env) -> list[tuple[str, str, object]]:
             raise InputError(f"the inventory {inv.path} lists no machines: name one with --service and --env")
         return [(*smep.parse_machine_env(k), inv.placement(*smep.parse_machine_env(k))) for k in keys]
     machine, env, _ = _target(service, env)
-    return [(machine, env, inv.placement(machine, env))]
+    if host is not None:
+        smep.check_name(host, "Docker host")
+    return [(machine, env, inv.placement(machine, env, host))]
 
 
 def _survey(opts, settings, targets):
@@ -311,11 +313,12 @@ FIX_HINT = {
 }
 
 
-@tin_task(help={**MACHINE_HELP, "service": "machine (service) name; leave out for every machine-env in the inventory"})
-def status(c, opts, service=None, env=None):
+@tin_task(help={**MACHINE_HELP, "service": "machine (service) name; leave out for every machine-env in the inventory",
+                "host": "Docker host of a machine-env that is not in the inventory's machines:"})
+def status(c, opts, service=None, env=None, host=None):
     """Each part of one or every machine-env: ok, missing or drifted, and what to run to fix it."""
     settings = opts.settings()
-    targets = _inventory_targets(settings, service, env)
+    targets = _inventory_targets(settings, service, env, host)
     engine, machine_envs, unregistered, nas_drift, host_results, _ = _survey(opts, settings, targets)
     engine.close()
     placement = {f"{m}-{e}": h.name for m, e, h in targets}
