@@ -48,6 +48,11 @@ def machine_env_args(service, env, number=None) -> tuple[str, str, int | None]:
     return machine, env, (smep.check_machine_number(number) if number is not None else None)
 
 
+def check_host_flag(host) -> None:
+    if host is not None:
+        smep.check_name(host, "Docker host")
+
+
 @tin_task(help={**MACHINE_HELP,
                 "host": "Docker host to export to (default: the inventory's machines: entry)",
                 "number": "machine number (00–99) for a machine not yet in the registry"}, changes=True)
@@ -56,6 +61,7 @@ def setup(c, opts, service=None, env=None, host=None, number=None):
     from ..plans.nas import nas_job
 
     machine, env, number = machine_env_args(service, env, number)
+    check_host_flag(host)
     settings = opts.settings()
     client = settings.inventory.placement(machine, env, host).nfs_client
     job = nas_job(settings, [(machine, env, [client])], pins={machine: number} if number is not None else None)
@@ -76,6 +82,7 @@ def unexport(c, opts, service=None, env=None, host=None):
     from ..plans.nas import nas_remove_job
 
     machine, env, _ = machine_env_args(service, env)
+    check_host_flag(host)
     settings = opts.settings()
     if host:
         clients = [settings.inventory.placement(machine, env, host).nfs_client]
