@@ -26,10 +26,11 @@ def _local_sheet(opts) -> str:
         return opts.sheet
     if os.environ.get("TINSNIP_SHEET"):
         return smep.check_name(os.environ["TINSNIP_SHEET"], "sheet")
-    try:
-        return opts.settings().sheet
-    except InputError:
-        return smep.DEFAULT_SHEET
+    from .. import config
+
+    if not config.inventory_path(opts.inventory).exists():
+        return smep.DEFAULT_SHEET  # the catalog needs no inventory; a broken one is still an error
+    return opts.settings().sheet
 
 
 def _names(service, env, catalog_service, host) -> tuple[str, str, str]:

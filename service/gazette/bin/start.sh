@@ -12,6 +12,7 @@ cat >/site/index.html <<HTML
 <p>Edition ${count}, printed ${stamp} by uid $(id -u) on ${TIN_MACHINE_NAME}-${TIN_SERVICE_ENVIRONMENT}
 (sheet ${TIN_SHEET}), port ${TIN_PORT_0}.</p>
 HTML
+echo "gazette: edition ${count} printed ${stamp}; serving /site on port ${TIN_PORT_0}"
 # As PID 1 the shell must pass `docker stop`'s SIGTERM on, or the stop waits for its timeout.
 httpd -f -p "${TIN_PORT_0}" -h /site &
 server=$!
