@@ -171,7 +171,7 @@ def create(c, opts, service=None, env=None, host=None, number=None):
 })
 def station(c, opts, env="prod", host=None):
     """Create the sheet's station (machine 00), whose prod storage holds the registries."""
-    _create(opts, "station", env or "prod", host, None)
+    _create(opts, "station", env, host, None)
 
 
 @tin_task(changes=True, help={})
