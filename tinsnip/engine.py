@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from .inventory import Host
 from .steps import HostPlan, Noop, Run, Step, Upload
 
 MAX_PARALLEL_HOSTS = 8
-CONFLICT_RETRIES = 4
+CONFLICT_RETRIES = 12  # N concurrent writers of one file need up to N-1 retries (8 registry.add at once: 7)
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Engine:
                 outcome.results = results
                 if rc == script.EXIT_CONFLICT and attempt < CONFLICT_RETRIES:
                     self.out.line("  a file changed while planning; reading the host again", name)
-                    time.sleep(0.05 * (attempt + 1))
+                    time.sleep(0.05 * (attempt + 1) + random.uniform(0, 0.1))  # jitter: racing runs spread out
                     continue
                 break
             if rc == script.EXIT_LOCKED:
