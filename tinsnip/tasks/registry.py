@@ -127,7 +127,8 @@ def add(c, opts, service=None, number=None):
     extra = {"sheet": settings.sheet, "sheet_number": data.get("sheet_number"),
              "machine": machine, "number": data.get("machine_numbers", {}).get(machine)}
     if extra["number"] is not None and not opts.json:
-        engine.out.line(f"{machine}={extra['number']:02d} in sheet {settings.sheet} ({extra['sheet_number']})")
+        verb = "would be" if opts.dry_run else "is"
+        engine.out.line(f"{machine} {verb} {extra['number']:02d} in sheet {settings.sheet} ({extra['sheet_number']})")
     finish(engine, extra)
 
 
@@ -216,7 +217,7 @@ def sheet_add(c, opts, number=None):
     outcomes = run_jobs(engine, [reg.registry_job(settings, sheet_pin=pin)])
     data = outcomes[0].plan.data if outcomes and outcomes[0].plan else {}
     if data.get("sheet_number") is not None and not opts.json:
-        engine.out.line(f"sheet {sheet}={data['sheet_number']}")
+        engine.out.line(f"sheet {sheet} {'would be' if opts.dry_run else 'is'} {data['sheet_number']}")
     finish(engine, {"sheet": sheet, "sheet_number": data.get("sheet_number")})
 
 
