@@ -336,7 +336,7 @@ RUNNING = {"name": "gazette-web-1", "project": "gazette", "service": "web", "sta
 
 def test_stop_stops_running_containers_once():
     plan = plans.plan_stop(M, "gazette", "docker1", project([RUNNING]))
-    assert plan.changes[0].argv == ("docker", "compose", "--project-name", "gazette", "stop")
+    assert plan.changes[0].argv == ("docker", "compose", "--ansi", "never", "--project-name", "gazette", "stop")
     assert plan.changes[0].as_user == "gazette-prod"
     assert plans.plan_stop(M, "gazette", "docker1", project([{**RUNNING, "state": "exited"}])).converged
 
@@ -347,7 +347,7 @@ def test_remove_keeps_data_unless_asked_and_frees_ports():
     facts = project([RUNNING], ports=ports, dirs=[sdir, ddir])
     plan = plans.plan_remove(M, "gazette", False, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
-    assert argvs[0][:5] == ("docker", "compose", "--project-name", "gazette", "down")
+    assert argvs[0][:7] == ("docker", "compose", "--ansi", "never", "--project-name", "gazette", "down")
     assert ("rm", "-rf", "--", sdir) in argvs
     assert not any(ddir in a for a in argvs)
     freed = next(s for s in plan.changes if isinstance(s, Upload))

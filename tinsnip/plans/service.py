@@ -222,7 +222,7 @@ def up_env(m: MachineEnv, machine_env: str | None, env_text: str) -> tuple[tuple
 
 def compose_base(m: MachineEnv, service: str, compose_file: str) -> tuple[str, ...]:
     d = service_dir(m, service)
-    return ("docker", "compose", "--project-name", service, "--project-directory", d,
+    return ("docker", "compose", "--ansi", "never", "--project-name", service, "--project-directory", d,
             "-f", f"{d}/{compose_file}", "-f", f"{d}/{OVERRIDE_NAME}")
 
 
@@ -541,7 +541,7 @@ def plan_stop(m: MachineEnv, service: str, host: str, facts: dict) -> HostPlan:
         raise RemoteError(f"{m.user}'s rootless Docker on {host} does not answer: {containers['error']}")
     running = [c["name"] for c in containers["containers"] if c["state"] in ("running", "restarting", "paused")]
     if running:
-        step: Step = _user_run(m, ("docker", "compose", "--project-name", service, "stop"),
+        step: Step = _user_run(m, ("docker", "compose", "--ansi", "never", "--project-name", service, "stop"),
                                f"stop {service} ({', '.join(running)})")
     else:
         step = Noop(f"{service} has no running containers")
@@ -557,7 +557,7 @@ def plan_remove(m: MachineEnv, service: str, delete_data: bool, host: str, facts
         raise RemoteError(f"{m.user}'s rootless Docker on {host} does not answer: {facts['containers']['error']}")
     if any(objects.get(k) for k in ("containers", "networks", "volumes")):
         what = ", ".join(f"{n} {k}" for k, n in objects.items() if n)
-        steps.append(_user_run(m, ("docker", "compose", "--project-name", service, "down", "--remove-orphans",
+        steps.append(_user_run(m, ("docker", "compose", "--ansi", "never", "--project-name", service, "down", "--remove-orphans",
                                    "--volumes"),
                                f"remove {service}'s {what} (docker compose down; the data on the NAS stays)"))
     else:

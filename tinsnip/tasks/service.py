@@ -234,7 +234,7 @@ def logs(c, opts, service=None, env=None, catalog_service=None, host=None, follo
     settings, engine, placed, m = _machine_env(opts, machine, env, host)
     argv = ["runuser", "-u", m.user, "--", "env", "-i", f"PATH={CLEAN_PATH}",
             *[f"{k}={v}" for k, v in plans.docker_env(m)],
-            "docker", "compose", "--project-name", cs, "logs", "--no-color", "--tail", str(tail)]
+            "docker", "compose", "--ansi", "never", "--project-name", cs, "logs", "--no-color", "--tail", str(tail)]
     if follow:
         argv.append("--follow")
     text = f"cd / || exit 1\nexec {shlex.join(argv)} 2>&1\n"
