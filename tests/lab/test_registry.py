@@ -148,3 +148,19 @@ def test_lock_is_free_and_names_its_last_holder(lab):
     data = tin_json(lab, "registry.lock")
     assert data["state"] == "free"
     assert data["holder"] and "pid" in data["holder"] and data["age_seconds"] is not None
+
+
+def test_held_lock_names_its_holder_and_a_killed_holder_leaves_no_lock(lab):
+    hold = ("mkdir -p /run/lock; echo 'ann@laptop (registry.add) pid 4242 since 2026-01-01T00:00:00Z' "
+            ">/var/lock/tinsnip.lock.holder; "
+            "setsid flock -o /var/lock/tinsnip.lock sleep 60 </dev/null >/dev/null 2>&1 & echo $! >/tmp/holder.pid; sleep 0.5")
+    assert lab.root("nas", hold).rc == 0
+    try:
+        data = tin_json(lab, "registry.lock")
+        assert data["state"] == "held" and data["holder"].startswith("ann@laptop (registry.add) pid 4242")
+        assert data["age_seconds"] > 0
+    finally:
+        lab.root("nas", "kill -- -$(cat /tmp/holder.pid); rm -f /tmp/holder.pid")  # its process group
+    # the kernel freed the lock with its holder: nothing stale is left to clear, and writers go on
+    assert tin_json(lab, "registry.lock")["state"] == "free"
+    assert tin_json(lab, "registry.add", "--sheet", "acmecorp", "--service", "afterlock")["ok"]
