@@ -10,6 +10,7 @@ import json
 import shlex
 import time
 
+from .script import lock_shell
 from .smep import MachineEnv
 
 
@@ -25,11 +26,11 @@ def entries(task: str, who: str, changed: dict[str, list[str]], when: float | No
             for host, steps in sorted(changed.items()) if steps]
 
 
-def append_script(log_path: str, lines: list[str]) -> str:
+def append_script(log_path: str, lines: list[str], who: str = "tinsnip") -> str:
     """Shell that appends the lines under the host lock; the directory is made if the station is new."""
     directory = log_path.rsplit("/", 1)[0]
     body = "".join(line + "\n" for line in lines)
-    return (f"mkdir -p {shlex.quote(directory)} && exec 9>>/var/lock/tinsnip.lock && flock -w 60 9 && "
+    return (lock_shell(who) + f"mkdir -p {shlex.quote(directory)} && "
             f"printf %s {shlex.quote(body)} >> {shlex.quote(log_path)}\n")
 
 

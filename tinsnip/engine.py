@@ -141,6 +141,7 @@ class Engine:
         """Run every fact for a host in one round trip and parse each answer."""
         if not facts:
             return {}
+        facts = [*facts, script.generation_fact()]
         nonce = script.new_nonce()
         result = self.remote(host).run_script(script.facts_script(facts, nonce))
         if result.rc != 0:
@@ -155,10 +156,10 @@ class Engine:
 
     # -- apply -------------------------------------------------------------------------------
 
-    def _apply(self, host: Host, plan: HostPlan) -> tuple[int, list[StepResult], str]:
+    def _apply(self, host: Host, plan: HostPlan, generation: str | None) -> tuple[int, list[StepResult], str]:
         nonce = script.new_nonce()
         who = f"{os.environ.get('USER', 'root')}@{os.uname().nodename} ({self.options.task})"
-        text = script.apply_script(plan.steps, nonce, who)
+        text = script.apply_script(plan.steps, nonce, who, generation)
         marker = f"@@{nonce} begin ".encode()
 
         def progress(line: bytes) -> None:
@@ -200,16 +201,17 @@ class Engine:
         name = job.host.name
         try:
             for attempt in range(CONFLICT_RETRIES + 1):
-                plan = job.plan(self.gather(job.host, job.facts))
+                facts = self.gather(job.host, job.facts)
+                plan = job.plan(facts)
                 outcome.plan = plan
                 self.show(plan)
                 if self.options.dry_run or plan.converged:
                     outcome.results = [StepResult(s, "unchanged" if isinstance(s, Noop) else "planned") for s in plan.steps]
                     return outcome
-                rc, results, stderr = self._apply(job.host, plan)
+                rc, results, stderr = self._apply(job.host, plan, facts.get(script.GENERATION_FACT))
                 outcome.results = results
                 if rc == script.EXIT_CONFLICT and attempt < CONFLICT_RETRIES:
-                    self.out.line("  a file changed while planning; reading the host again", name)
+                    self.out.line("  the host changed while planning (another run?); reading it again", name)
                     time.sleep(0.05 * (attempt + 1) + random.uniform(0, 0.1))  # jitter: racing runs spread out
                     continue
                 break
@@ -306,7 +308,7 @@ class Engine:
         lines = changelog.entries(self.options.task, who, changed)
         try:
             result = self.remote(inv.nas).run_script(changelog.append_script(
-                changelog.path(inv.nas.volume, self.settings.sheet), lines))
+                changelog.path(inv.nas.volume, self.settings.sheet), lines, who))
             if result.rc != 0:
                 self.out.line(f"warning: the change log on the station was not written: {result.stderr.strip()}", err=True)
         except TinsnipError as exc:

@@ -19,6 +19,10 @@ from typing import Any
 from .steps import Noop, Run, Step, Upload
 
 LOCK_PATH = "/var/lock/tinsnip.lock"
+# Bumped by every apply under the lock. An apply made from facts older than the host's generation is
+# refused as a conflict (re-read, re-plan), so two runs planning the same change never both run it.
+GENERATION_PATH = "/var/lib/tinsnip/generation"
+GENERATION_FACT = "__generation__"
 LOCK_TIMEOUT = 60
 EXIT_CONFLICT = 75  # a file changed between the facts and the write: re-read and re-plan
 EXIT_LOCKED = 73  # another tinsnip holds the host lock past the timeout
@@ -60,7 +64,7 @@ tinsnip_emit() { # tag index rc: print the marker and the captured output
 }
 """
 
-APPLY_PRELUDE = r"""
+LOCK_SHELL = r"""
 mkdir -p /var/lock 2>/dev/null || mkdir -p "$(readlink -f /var/lock)" 2>/dev/null  # /var/lock may point to a missing /run/lock
 exec 9>>__LOCK__
 if ! flock -w __TIMEOUT__ 9; then
@@ -68,6 +72,16 @@ if ! flock -w __TIMEOUT__ 9; then
   exit __LOCKED__
 fi
 printf '%s pid %s since %s\n' "$TINSNIP_WHO" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >__LOCK__.holder
+"""
+
+
+def lock_shell(who: str) -> str:
+    """Take the host lock (released by the kernel when the script ends or dies) and say who holds it."""
+    return (f"TINSNIP_WHO={shlex.quote(who)}\n" + LOCK_SHELL.replace("__LOCK__", LOCK_PATH)
+            .replace("__TIMEOUT__", str(LOCK_TIMEOUT)).replace("__LOCKED__", str(EXIT_LOCKED)))
+
+
+APPLY_PRELUDE = r"""
 tinsnip_put() { # dest mode owner as_user expect backup [then-argv...]; content (base64) on stdin
   dest=$1 mode=$2 owner=$3 as=$4 expect=$5 backup=$6; shift 6
   if [ -n "$expect" ]; then
@@ -136,11 +150,27 @@ def step_body(step: Step, nonce: str) -> str:
     raise TypeError(f"not an executable step: {step!r}")
 
 
-def apply_script(steps: list[Step], nonce: str, who: str = "tinsnip") -> str:
-    """Run the non-Noop steps in order, under the host lock; stop at the first failure."""
-    prelude = (APPLY_PRELUDE.replace("__LOCK__", LOCK_PATH).replace("__TIMEOUT__", str(LOCK_TIMEOUT))
-               .replace("__LOCKED__", str(EXIT_LOCKED)).replace("__CONFLICT__", str(EXIT_CONFLICT)))
-    parts = [_prelude(nonce), f"TINSNIP_WHO={shlex.quote(who)}", prelude]
+def generation_fact() -> Fact:
+    return Fact(GENERATION_FACT, f"cat {GENERATION_PATH} 2>/dev/null || echo 0", lambda rc, out: out.strip() if out.strip().isdigit() else "0")
+
+
+GENERATION_CHECK = r"""
+tinsnip_gen=$(cat __GEN__ 2>/dev/null || echo 0)
+if [ -n "__EXPECTED__" ] && [ "$tinsnip_gen" != "__EXPECTED__" ]; then
+  echo "another tinsnip run changed this host since its facts were read" >&2; exit __CONFLICT__
+fi
+mkdir -p "$(dirname __GEN__)" && echo $((tinsnip_gen + 1)) >__GEN__.new && mv -f __GEN__.new __GEN__
+"""
+
+
+def apply_script(steps: list[Step], nonce: str, who: str = "tinsnip", generation: str | None = None) -> str:
+    """Run the non-Noop steps in order, under the host lock; stop at the first failure.
+
+    With `generation` (what the facts saw), a host changed by another run meanwhile is a conflict."""
+    check = (GENERATION_CHECK.replace("__GEN__", GENERATION_PATH).replace("__EXPECTED__", generation or "")
+             .replace("__CONFLICT__", str(EXIT_CONFLICT)))
+    prelude = APPLY_PRELUDE.replace("__CONFLICT__", str(EXIT_CONFLICT))
+    parts = [_prelude(nonce), lock_shell(who), prelude, check]
     for i, step in enumerate(steps):
         if isinstance(step, Noop):
             continue

@@ -61,9 +61,9 @@ def inventory(tmp_path):
 
 
 def run_task(argv):
-    from invoke import Program
+    from tinsnip.cli import TinProgram
 
-    program = Program(namespace=namespace, binary="tin")
+    program = TinProgram(namespace=namespace, binary="tin")
     with pytest.raises(SystemExit) as exit_info:
         program.run(["tin", *argv], exit=True)
     return exit_info.value.code
@@ -96,8 +96,8 @@ def valid_args(name, flags, skip):
 @pytest.mark.parametrize("name,flag,value", list(cases()))
 def test_hostile_flag_value_exits_2_without_connecting(name, flag, value, no_ssh, inventory, capsys):
     flags = dict(tasks_with_flags())[name]
-    if flag == "host" and value in ("docker1",):
-        pytest.skip("valid")
+    if value == "" and next(a for a in namespace[name].get_arguments() if a.name == flag).default is not None:
+        pytest.skip("an empty value means the flag's default")
     if flag == "tail" and re.fullmatch(r"\d+", value) and int(value) < 100000:
         pytest.skip("a valid --tail")
     if flag == "number" and re.fullmatch(r"\d{1,2}", value):
