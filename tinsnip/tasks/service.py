@@ -282,12 +282,19 @@ def remove(c, opts, service=None, env=None, catalog_service=None, host=None, del
     settings, engine, placed, m = _machine_env(opts, machine, env, host)
     errors: list = []
     try:
-        job = Job(placed, plans.project_facts(m, cs),
-                  _guard(lambda f: plans.plan_remove(m, cs, bool(delete_data), placed.name, f), errors))
-        [outcome] = _run(engine, job, errors)
+        first: list[dict] = []  # the verify pass plans again: what was freed is in the first plan
+
+        def plan(facts):
+            p = plans.plan_remove(m, cs, bool(delete_data), placed.name, facts)
+            if not first:
+                first.append(dict(p.data))
+            return p
+
+        job = Job(placed, plans.project_facts(m, cs), _guard(plan, errors))
+        _run(engine, job, errors)
     except BaseException:
         engine.close()
         raise
-    data = outcome.plan.data if outcome.plan else {}
+    data = first[0] if first else {}
     finish(engine, {"service": cs, "machine": m.name, "host": placed.name, "freed_ports": data.get("freed_ports", []),
                     "data": plans.data_dir(m, cs), "data_deleted": data.get("data_deleted", False)})
