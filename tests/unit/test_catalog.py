@@ -242,3 +242,10 @@ def test_install_refuses_a_directory_that_is_not_a_clone(tmp_path):
     (tmp_path / "x" / "file").write_text("mine")
     with pytest.raises(InputError, match="not a git clone"):
         catalog.install_action(tmp_path / "x")
+
+
+def test_the_service_template_follows_the_rules():
+    s = catalog.load_dir(REPO / "examples" / "service-template")
+    assert s.follows_rules, s.problems
+    assert s.ports_needed == 1 and s.volumes == ("data",)
+    assert catalog.service_files(s)["run.sh"][1] == 0o755
