@@ -164,3 +164,35 @@ def test_unexport_removes_only_that_line_and_keeps_dsm_bytes(lab, dsm):
     again = tin_json(lab, "nas.unexport", "--service", "gazette", "--env", "prod")
     assert again["totals"]["changed"] == 0
     tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")  # leave it set up for later modules
+
+
+def _remove(lab, machine, env, delete_data):
+    from tinsnip import config
+    from tinsnip.engine import Engine, Options
+    from tinsnip.plans.nas import nas_remove_job
+
+    settings = config.load(str(lab.inventory))
+    engine = Engine(settings, Options(json=True))
+    try:
+        [outcome] = engine.run_phase([nas_remove_job(settings, machine, env, [lab.addr["docker1"]], delete_data)])
+    finally:
+        engine.close()
+    return outcome
+
+
+def test_remove_job_deletes_only_its_own_tree_and_never_through_a_symlink(lab, dsm):
+    tin(lab, "nas.setup", "--service", "gazette", "--env", "dev", "--host", "docker1")
+    kept = _remove(lab, "gazette", "dev", False)
+    assert kept.error is None and lab.root("nas", "test -d /volume1/dynamicalsystem/gazette/dev/data").rc == 0
+    gone = _remove(lab, "gazette", "dev", True)
+    assert gone.error is None and not gone.not_converged
+    assert lab.root("nas", "test -e /volume1/dynamicalsystem/gazette/dev").rc != 0
+    assert lab.root("nas", "test -d /volume1/dynamicalsystem/gazette/prod/data").rc == 0  # the sibling stays
+    assert "gazette/dev" not in nas_exports(lab)
+
+    r = lab.root("nas", "mkdir -p /srv/victim /volume1/dynamicalsystem/evil && touch /srv/victim/keep && "
+                        "ln -sfn /srv/victim /volume1/dynamicalsystem/evil/prod")
+    assert r.rc == 0, r.stderr
+    refused = _remove(lab, "evil", "prod", True)
+    assert refused.error and "resolves to /srv/victim" in refused.error
+    assert lab.root("nas", "test -f /srv/victim/keep").rc == 0
