@@ -225,21 +225,22 @@ def test_service_users_have_no_sudo_and_trees_are_private_on_the_nas(lab):
 
 def test_delete_data_never_follows_a_symlink_out_of_the_tree(lab):
     assert lab.tin("machine.create", "--service=scratch", "--env=dev", "--host=docker1", "--yes").rc == 0
-    lab.root("nas", f"echo keep > {VOL}/gazette/prod/data/sentinel && "
-                    f"ln -s {VOL}/gazette/prod/data {VOL}/scratch/dev/data/escape && "
-                    f"ln -s / {VOL}/scratch/dev/data/root")
-    keep = lab.tin("machine.remove", "--service=scratch", "--env=dev", "--yes")
+    made = lab.root("nas", f"mkdir -p /volume1/keepme && echo keep > /volume1/keepme/sentinel && "
+                           f"ln -s /volume1/keepme {VOL}/scratch/dev/data/escape && "
+                           f"ln -s / {VOL}/scratch/dev/data/root")
+    assert made.rc == 0, made.stderr
+    keep = lab.tin("machine.remove", "--service=scratch", "--env=dev", "--host=docker1", "--yes")
     assert keep.rc == 0, keep.stderr
     assert lab.root("nas", f"test -L {VOL}/scratch/dev/data/escape").rc == 0  # data kept without --delete-data
-    r = lab.tin("machine.remove", "--service=scratch", "--env=dev", "--delete-data", "--yes")
+    r = lab.tin("machine.remove", "--service=scratch", "--env=dev", "--host=docker1", "--delete-data", "--yes")
     assert r.rc == 0, r.stderr
     assert lab.root("nas", f"test -e {VOL}/scratch/dev").rc != 0
-    assert lab.root("nas", f"cat {VOL}/gazette/prod/data/sentinel").stdout.strip() == "keep"
-    assert lab.root("nas", "test -d /etc && test -d /volume1/dynamicalsystem/gazette").rc == 0
+    assert lab.root("nas", "cat /volume1/keepme/sentinel").stdout.strip() == "keep"
+    assert lab.root("nas", "test -f /etc/passwd && test -d /volume1/dynamicalsystem/station").rc == 0
 
 
 def test_change_log_records_who_what_and_which_task(lab):
     entries = [json.loads(line) for line in lab.root("nas", f"cat {VOL}/station/prod/data/changes.log").stdout.splitlines()]
     tasks = {(e["task"], e["host"]) for e in entries}
-    assert ("machine-create", "nas") in tasks and ("machine-create", "docker1") in tasks
+    assert ("machine.create", "nas") in tasks and ("machine.create", "docker1") in tasks
     assert all(e["who"] and e["time"] and e["changes"] for e in entries)

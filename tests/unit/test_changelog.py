@@ -12,10 +12,10 @@ def test_path_is_on_the_station():
 
 
 def test_entries_are_one_json_line_per_changed_host():
-    lines = changelog.entries("machine-create", "ann@laptop", {"nas": ["export gazette-prod"], "docker1": []}, when=0)
+    lines = changelog.entries("machine.create", "ann@laptop", {"nas": ["export gazette-prod"], "docker1": []}, when=0)
     assert len(lines) == 1
     entry = json.loads(lines[0])
-    assert entry == {"time": "1970-01-01T00:00:00Z", "who": "ann@laptop", "task": "machine-create",
+    assert entry == {"time": "1970-01-01T00:00:00Z", "who": "ann@laptop", "task": "machine.create",
                      "host": "nas", "changes": ["export gazette-prod"]}
     assert changelog.parse(lines[0] + "\nnot json\n") == [entry]
 

@@ -52,13 +52,17 @@ def tin_task(help: dict | None = None, changes: bool = False, reports: bool = Tr
         new_params = [params[0]] + [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in own] + \
             [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in common]
 
+        collection = fn.__module__.rsplit(".", 1)[-1]
+        short = name or fn.__name__.replace("_", "-")
+        task_name = short if collection in ("doctor", "tasks") else f"{collection}.{short}"
+
         @functools.wraps(fn)
         def wrapper(c, *args, **kwargs):
             bound = inspect.Signature(new_params).bind(c, *args, **kwargs)
             bound.apply_defaults()
             values = dict(bound.arguments)
             values.pop(params[0].name)
-            opts = Opts(**{k: values.pop(k) for k in extra}, task=name or fn.__name__.replace("_", "-"))
+            opts = Opts(**{k: values.pop(k) for k in extra}, task=task_name)
             try:
                 config.check_sheet_flag(opts.sheet)
                 return fn(c, opts, **values)
