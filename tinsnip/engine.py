@@ -21,7 +21,7 @@ from typing import Any
 
 from . import script
 from .config import Settings
-from .errors import RemoteError, TinsnipError
+from .errors import InputError, RemoteError, TinsnipError
 from .inventory import Host
 from .steps import HostPlan, Noop, Run, Step, Upload
 
@@ -69,13 +69,14 @@ class Outcome:
     results: list[StepResult] = field(default_factory=list)
     error: str | None = None
     not_converged: list[str] = field(default_factory=list)
+    refused: InputError | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
 
     @property
     def failed(self) -> bool:
-        return self.error is not None or bool(self.not_converged) or self.count("failed") > 0
+        return self.error is not None or self.refused is not None or bool(self.not_converged) or self.count("failed") > 0
 
 
 class Output:
@@ -229,12 +230,17 @@ class Engine:
             again = job.plan(self.gather(job.host, job.facts))
             outcome.not_converged = [s.desc for s in again.changes]
             outcome.plan.data.update(again.data)
+        except InputError as exc:
+            outcome.refused = exc  # bad input found while planning (a taken --number): exit 2, said once
         except TinsnipError as exc:
             outcome.error = str(exc)
         return outcome
 
     def run_phase(self, jobs: list[Job]) -> list[Outcome]:
-        """Converge the hosts of one phase in parallel; each host stops at its first failed step."""
+        """Converge the hosts of one phase in parallel; each host stops at its first failed step.
+
+        Bad input found while planning (a taken --number, a malformed registry) is raised once all
+        hosts of the phase are done, so the task ends with exit 2 and the planner's own message."""
         if not jobs:
             return []
         if len(jobs) == 1:
@@ -242,6 +248,9 @@ class Engine:
         else:
             with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_HOSTS, len(jobs))) as pool:
                 outcomes = list(pool.map(self.converge_host, jobs))
+        refused = [o.refused for o in outcomes if o.refused is not None]
+        if refused:
+            raise refused[0]
         for o in outcomes:
             if o.error:
                 self.out.line(f"FAILED: {o.error}", o.host, err=True)

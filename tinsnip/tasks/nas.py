@@ -18,29 +18,6 @@ MACHINE_HELP = {
 }
 
 
-def run_jobs(engine, jobs):
-    """run_phase, but a refusal found while planning (a taken --number, a malformed registry) ends
-    the task as bad input (exit 2), not as a failed remote step."""
-    refused: list[InputError] = []
-
-    def guard(plan):
-        def planned(facts):
-            try:
-                return plan(facts)
-            except InputError as exc:
-                refused.append(exc)
-                raise
-        return planned
-
-    for job in jobs:
-        job.plan = guard(job.plan)
-    outcomes = engine.run_phase(jobs)
-    if refused:
-        engine.close()
-        raise refused[0]
-    return outcomes
-
-
 def machine_env_args(service, env, number=None) -> tuple[str, str, int | None]:
     machine = smep.check_name(require(service, "service"), "machine")
     env = smep.check_env(require(env, "env"))
@@ -66,7 +43,7 @@ def setup(c, opts, service=None, env=None, host=None, number=None):
     client = settings.inventory.placement(machine, env, host).nfs_client
     job = nas_job(settings, [(machine, env, [client])], pins={machine: number} if number is not None else None)
     engine = opts.engine(settings)
-    outcomes = run_jobs(engine, [job])
+    outcomes = engine.run_phase([job])
     extra = {}
     plan = outcomes[0].plan if outcomes else None
     if plan is not None and plan.data.get("machine_envs"):
@@ -89,7 +66,7 @@ def unexport(c, opts, service=None, env=None, host=None):
     else:
         clients = sorted({h.nfs_client for h in settings.inventory.docker_hosts.values()})
     engine = opts.engine(settings)
-    run_jobs(engine, [nas_remove_job(settings, machine, env, clients, delete_data=False)])
+    engine.run_phase([nas_remove_job(settings, machine, env, clients, delete_data=False)])
     finish(engine)
 
 

@@ -14,7 +14,6 @@ from .. import smep
 from ..errors import InputError
 from ..script import LOCK_PATH, Fact
 from .common import emit, finish, require, tin_task
-from .nas import run_jobs
 
 SERVICE_HELP = {"service": "machine (service) name, e.g. gazette"}
 
@@ -122,7 +121,7 @@ def add(c, opts, service=None, number=None):
     pins = {machine: smep.check_machine_number(number)} if number is not None else None
     settings = opts.settings()
     engine = opts.engine(settings)
-    outcomes = run_jobs(engine, [reg.registry_job(settings, [machine], pins=pins)])
+    outcomes = engine.run_phase([reg.registry_job(settings, [machine], pins=pins)])
     data = outcomes[0].plan.data if outcomes and outcomes[0].plan else {}
     extra = {"sheet": settings.sheet, "sheet_number": data.get("sheet_number"),
              "machine": machine, "number": data.get("machine_numbers", {}).get(machine)}
@@ -183,7 +182,7 @@ def remove(c, opts, service=None, force=False):
 
     job = reg.registry_job(settings, unregister=[machine], check=check,
                            extra_facts=[nasplan.exports_fact(), nasplan.sheet_trees_fact(volume, sheet)])
-    run_jobs(engine, [job])
+    engine.run_phase([job])
     finish(engine, {"sheet": sheet, "machine": machine})
 
 
@@ -214,7 +213,7 @@ def sheet_add(c, opts, number=None):
     pin = smep.check_sheet_number(number) if number is not None else None
     settings = opts.settings()
     engine = opts.engine(settings)
-    outcomes = run_jobs(engine, [reg.registry_job(settings, sheet_pin=pin)])
+    outcomes = engine.run_phase([reg.registry_job(settings, sheet_pin=pin)])
     data = outcomes[0].plan.data if outcomes and outcomes[0].plan else {}
     if data.get("sheet_number") is not None and not opts.json:
         engine.out.line(f"sheet {sheet} {'would be' if opts.dry_run else 'is'} {data['sheet_number']}")
