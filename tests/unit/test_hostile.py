@@ -133,7 +133,7 @@ def test_broken_inventory_exits_2_for_every_task(text, tmp_path, no_ssh, capsys)
         if name == "machine.info":
             argv = [name, "--service=gazette", "--env=prod", f"--inventory={p}"]  # online: needs the inventory
         else:
-            argv = [name, *valid_args(name, flags, None), f"--inventory={p}"]
+            argv = [name, *valid_args(name, flags, "sheet"), f"--inventory={p}"]  # the sheet comes from it
         if "dry_run" in {a.name for a in namespace[name].get_arguments()}:
             argv.append("--dry-run")
         code = run_task(argv)
