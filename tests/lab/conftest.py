@@ -49,16 +49,21 @@ class LabHandle:
     up_info: dict = field(default_factory=dict)  # what lab.up reported (timings, hosts)
 
     @property
+    def layout(self) -> labmod.Lab:
+        """The lab's own names and paths (inventory, key, known_hosts), as lab.up wrote them."""
+        return labmod.Lab(self.dir, self.id)
+
+    @property
     def inventory(self) -> Path:
-        return self.dir / "hosts.yaml"
+        return self.layout.inventory
 
     @property
     def key(self) -> Path:
-        return self.dir / "id_ed25519"
+        return self.layout.key
 
     @property
     def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
+        return self.layout.known_hosts
 
     @property
     def sudo_password(self) -> str:

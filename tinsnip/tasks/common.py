@@ -140,3 +140,14 @@ def emit(opts: Opts, data, text_lines: list[str] | None = None) -> None:
     else:
         for line in text_lines or []:
             print(line)
+
+
+def gather_nas(opts: Opts, facts_fn) -> tuple:
+    """Read-only: the NAS's answers to `facts_fn(settings)`, in one round trip."""
+    settings = opts.settings()
+    engine = opts.engine(settings)
+    try:
+        facts = engine.gather(settings.inventory.nas, facts_fn(settings))
+    finally:
+        engine.close()
+    return settings, facts

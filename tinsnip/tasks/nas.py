@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import smep
 from ..errors import InputError
-from .common import emit, finish, require, tin_task
+from .common import emit, finish, gather_nas, require, tin_task
 
 MACHINE_HELP = {
     "service": "machine (service) name, e.g. gazette",
@@ -70,23 +70,13 @@ def unexport(c, opts, service=None, env=None, host=None):
     finish(engine)
 
 
-def _gather(opts, facts_fn):
-    settings = opts.settings()
-    engine = opts.engine(settings)
-    try:
-        facts = engine.gather(settings.inventory.nas, facts_fn(settings))
-    finally:
-        engine.close()
-    return settings, facts
-
-
 @tin_task(help={})
 def exports(c, opts):
     """Show /etc/exports as tinsnip sees it: its lines per machine-env, and the lines it leaves alone."""
     from .. import exports as ex
     from ..plans import nas as nasplan
 
-    settings, facts = _gather(opts, lambda s: [nasplan.exports_fact(), nasplan.active_fact()])
+    settings, facts = gather_nas(opts, lambda s: [nasplan.exports_fact(), nasplan.active_fact()])
     doc = ex.parse(facts["exports"])
     active = ex.parse_active(facts["active"])
     managed, foreign = [], []
@@ -138,7 +128,7 @@ def status(c, opts, service=None, env=None):
     if env is not None:
         smep.check_env(env)
         smep.user_name(machine, env)
-    settings, facts = _gather(opts, lambda s: nasplan.status_facts(s.inventory.nas.volume, s.sheet))
+    settings, facts = gather_nas(opts, lambda s: nasplan.status_facts(s.inventory.nas.volume, s.sheet))
     inv = settings.inventory
     placements = {name: (inv.docker_hosts[h].nfs_client,) for name, h in inv.machines.items()}
     wanted = None

@@ -13,19 +13,9 @@ import time
 from .. import smep
 from ..errors import InputError
 from ..script import LOCK_PATH, Fact
-from .common import emit, finish, require, tin_task
+from .common import emit, finish, gather_nas, require, tin_task
 
 SERVICE_HELP = {"service": "machine (service) name, e.g. gazette"}
-
-
-def _gather(opts, facts_fn):
-    settings = opts.settings()
-    engine = opts.engine(settings)
-    try:
-        facts = engine.gather(settings.inventory.nas, facts_fn(settings))
-    finally:
-        engine.close()
-    return settings, facts
 
 
 def _read_facts(settings):
@@ -66,7 +56,7 @@ def list_(c, opts):
     """List the sheet's machines and their numbers (station=00 is implied)."""
     from ..plans import registry as reg
 
-    settings, facts = _gather(opts, _read_facts)
+    settings, facts = gather_nas(opts, _read_facts)
     rows = _machines_view(settings, facts)
     path = reg.machines_path(settings.inventory.nas.volume, settings.sheet)
     lines = [f"machines of sheet {settings.sheet} ({path}{'' if facts['reg:machines'] is not None else ', not created yet'}):"]
@@ -84,7 +74,7 @@ def list_(c, opts):
 def show(c, opts, service=None):
     """Show one machine's number, where it is recorded, and its storage and exports on the NAS."""
     machine = smep.check_name(require(service, "service"), "machine")
-    settings, facts = _gather(opts, _read_facts)
+    settings, facts = gather_nas(opts, _read_facts)
     rows = {r["machine"]: r for r in _machines_view(settings, facts)}
     row = rows.get(machine)
     if row is None:
@@ -194,7 +184,7 @@ def sheets(c, opts):
     def facts_fn(settings):
         return [reg.file_fact("reg:sheets", reg.sheets_path(settings.inventory.nas.volume))]
 
-    settings, facts = _gather(opts, facts_fn)
+    settings, facts = gather_nas(opts, facts_fn)
     path = reg.sheets_path(settings.inventory.nas.volume)
     parsed = reg.parse("sheets", path, facts["reg:sheets"])
     rows = [{"sheet": s, "number": n, "line": parsed.lines[s]} for s, n in parsed.entries.items()]
@@ -235,7 +225,7 @@ def lock(c, opts):
     fact = Fact("lock", f"if [ ! -e {q} ]; then echo never; elif flock -n {q} true; then echo free; "
                         f"else echo held; fi; cat {q}.holder 2>/dev/null; true",
                 lambda rc, out: out.splitlines())
-    settings, facts = _gather(opts, lambda s: [fact])
+    settings, facts = gather_nas(opts, lambda s: [fact])
     state, *holder = facts["lock"] or ["unknown"]
     holder_text = holder[0] if holder else None
     age = None
