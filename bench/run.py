@@ -154,6 +154,44 @@ def table(results: dict) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def check_targets(results: dict) -> dict:
+    """Issue 9's targets, judged from the results: {target: {"value": ..., "met": bool}}."""
+    sc = results["scenarios"]
+    out: dict[str, dict] = {}
+
+    def put(name, value, met):
+        out[name] = {"value": value, "met": bool(met)}
+
+    if "create_noop" in sc:
+        s = sc["create_noop"]
+        conns, rts = s.get("connections") or {}, s.get("round_trips") or {}
+        put("create_noop: 1 connection per host", conns, conns and all(v == 1 for v in conns.values()))
+        put("create_noop: <= 2 round trips per host", rts, rts and all(v <= 2 for v in rts.values()))
+        put("create_noop: ratio >= 10", s.get("ratio"), (s.get("ratio") or 0) >= 10)
+    if "create_fresh" in sc:
+        s = sc["create_fresh"]
+        rts = s.get("round_trips") or {}
+        put("create_fresh: <= 8 round trips per host", rts, rts and all(v <= 8 for v in rts.values()))
+        put("create_fresh: ratio >= 3", s.get("ratio"), (s.get("ratio") or 0) >= 3)
+    for name, one in (("apply_20", "create_fresh"), ("apply_20_noop", "create_noop")):
+        if name in sc and one in sc:
+            rts, base = sc[name].get("round_trips") or {}, sc[one].get("round_trips") or {}
+            worst = max(base.values()) if base else None
+            put(f"{name}: round trips per host <= 2x one machine-env's ({one}: max {worst})", rts,
+                rts and worst and all(v <= 2 * worst for v in rts.values()))
+    if "apply_20_noop" in sc:
+        put("apply_20_noop: ratio >= 5", sc["apply_20_noop"].get("ratio"), (sc["apply_20_noop"].get("ratio") or 0) >= 5)
+    if "cli_list" in sc:
+        v = sc["cli_list"].get("vs_floor")
+        put("cli_list: within 1.5x of its floor", v, v is not None and v <= 1.5)
+    return out
+
+
+def targets_text(targets: dict) -> str:
+    return "".join(f"- {'met' if t['met'] else '**not met**'}: {name} (measured: {t['value']})\n"
+                   for name, t in targets.items())
+
+
 def update_readme(text: str, tbl: str, meta: str) -> str:
     block = f"{TABLE_BEGIN}\n{meta}\n\n{tbl}{TABLE_END}"
     if TABLE_BEGIN in text and TABLE_END in text:
@@ -357,7 +395,11 @@ class Timed:
     err: str
 
 
+LOADS: list[float] = []  # the machine's 1-minute load average before each timed run
+
+
 def timed(argv: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 900) -> Timed:
+    LOADS.append(round(os.getloadavg()[0], 2))
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
     return Timed(round(time.perf_counter() - t0, 3), r.returncode, r.stdout, r.stderr)
@@ -573,6 +615,22 @@ def apply_inventory(lab: Lab) -> Path:
     return path
 
 
+def write_outputs(results: dict, out: Path) -> str:
+    """results.json with the targets judged, and (for bench/results.json) the README's table."""
+    results["targets"] = check_targets(results)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    meta = results.get("meta", {})
+    tbl = table(results) + "\nTargets (issue 9):\n\n" + targets_text(results["targets"])
+    meta_line = (f"Measured {meta.get('date')} on {meta.get('cpus')} CPUs (1-minute load average while timing: "
+                 f"median {meta.get('load_1min_median')}, max {meta.get('load_1min_max')}), Python "
+                 f"{meta.get('python')}, {meta.get('ansible', 'Ansible not run')}; medians of {meta.get('rounds')} "
+                 f"rounds ({meta.get('rounds_20')} for apply_20), {meta.get('noop_runs')} no-op runs after each "
+                 f"fresh create ({meta.get('noop_runs_20')} after each apply_20).")
+    if out == RESULTS:
+        README.write_text(update_readme(README.read_text() if README.exists() else "# bench\n", tbl, meta_line))
+    return tbl
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lab-id", type=int, default=int(os.environ.get("TINSNIP_BENCH_LAB_ID", "5")))
@@ -585,7 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ansible", action="store_true")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     p.add_argument("--output", default=str(RESULTS))
+    p.add_argument("--table-only", action="store_true", help="rewrite the README table from results.json, run nothing")
     a = p.parse_args(argv)
+    if a.table_only:
+        print(write_outputs(json.loads(RESULTS.read_text()), RESULTS))
+        return 0
     only = set(a.only.split(","))
     lab_dir = Path(a.lab_dir or f"/tmp/tl{a.lab_id}")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -628,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
 
             log("lab down")
             labmod.down(lab.dir, lab.id)
-    meta.update({"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) + " UTC",
+    meta.update({"load_1min_median": median(LOADS), "load_1min_max": max(LOADS, default=None),
+                 "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) + " UTC",
                  "seconds": round(time.time() - started), "python": sys.version.split()[0],
                  "cpus": os.cpu_count(), "rounds": a.rounds, "rounds_20": a.rounds_20, "noop_runs": a.noop_runs,
                  "noop_runs_20": a.noop_runs_20})
@@ -639,15 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         old["scenarios"].update(results["scenarios"])
         old["meta"] = meta
         results = old
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    tbl = table(results)
-    meta_line = (f"Measured {meta['date']} on {meta['cpus']} CPUs, Python {meta['python']}, "
-                 f"{meta.get('ansible', 'Ansible not run')}; medians of {a.rounds} rounds "
-                 f"({a.rounds_20} for apply_20), {a.noop_runs} no-op runs after each fresh create "
-                 f"({a.noop_runs_20} after each apply_20).")
-    if out == RESULTS:
-        README.write_text(update_readme(README.read_text() if README.exists() else "# bench\n", tbl, meta_line))
-    print(tbl)
+    print(write_outputs(results, out))
     bad = [n for n, s in results["scenarios"].items() if s.get("same_end_state") is False]
     if bad:
         log(f"END STATES DIFFER in {', '.join(bad)}: see bench/.work/end-*.txt")
