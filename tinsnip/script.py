@@ -19,8 +19,9 @@ from typing import Any
 from .steps import Noop, Run, Step, Upload
 
 LOCK_PATH = "/var/lock/tinsnip.lock"
-# Bumped by every apply under the lock. An apply made from facts older than the host's generation is
-# refused as a conflict (re-read, re-plan), so two runs planning the same change never both run it.
+# Bumped under the lock when an apply starts and when it ends. An apply made from facts of another
+# generation is refused as a conflict (re-read, re-plan), so two runs planning the same change never
+# both run it, whether the other run's facts were read before, during or after this one's apply.
 GENERATION_PATH = "/var/lib/tinsnip/generation"
 GENERATION_FACT = "__generation__"
 LOCK_TIMEOUT = 60
@@ -159,7 +160,10 @@ tinsnip_gen=$(cat __GEN__ 2>/dev/null || echo 0)
 if [ -n "__EXPECTED__" ] && [ "$tinsnip_gen" != "__EXPECTED__" ]; then
   echo "another tinsnip run changed this host since its facts were read" >&2; exit __CONFLICT__
 fi
-mkdir -p "$(dirname __GEN__)" && echo $((tinsnip_gen + 1)) >__GEN__.new && mv -f __GEN__.new __GEN__
+tinsnip_bump() { g=$(cat __GEN__ 2>/dev/null || echo 0); echo $((g + 1)) >__GEN__.new && mv -f __GEN__.new __GEN__; }
+mkdir -p "$(dirname __GEN__)" && tinsnip_bump
+# bumped again when the apply ends (however it ends): facts read mid-apply are stale either way
+trap 'tinsnip_bump; rm -rf "$T"' EXIT
 """
 
 
