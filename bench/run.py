@@ -685,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                     ["machine.apply", "--yes"], a.rounds_20, a.noop_runs_20))
             reset(lab)
     finally:
+        (lab_dir / "bench-20.yaml").unlink(missing_ok=True)
         if lab is not None and not a.keep and not was_up:
             from tinsnip import lab as labmod
 
