@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -122,6 +123,16 @@ class LabHandle:
         if check and r.returncode != 0:
             raise AssertionError(f"tin {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
         return Result(r.returncode, r.stdout, r.stderr)
+
+    def tin_checked(self, *args: str, code: int = 0) -> Result:
+        """`tin` that must exit with `code` and must never show the sudo password."""
+        r = self.tin(*args)
+        assert r.rc == code, f"tin {' '.join(args)} exited {r.rc}, expected {code}:\n{r.stdout}\n{r.stderr}"
+        assert self.sudo_password not in r.stdout + r.stderr
+        return r
+
+    def tin_json(self, *args: str, code: int = 0) -> dict:
+        return json.loads(self.tin_checked(*args, "--json", code=code).stdout)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

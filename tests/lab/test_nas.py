@@ -4,7 +4,6 @@ kept byte for byte, dry-run, a failing exportfs, drift and its repair."""
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pytest
 
@@ -34,16 +33,8 @@ def nas_exports(lab) -> str:
     return r.stdout
 
 
-def tin(lab, *args, code=0):
-    r = lab.tin(*args)
-    assert r.rc == code, f"tin {' '.join(args)} exited {r.rc}, expected {code}:\n{r.stdout}\n{r.stderr}"
-    assert lab.sudo_password not in r.stdout + r.stderr
-    return r
 
 
-def tin_json(lab, *args, code=0):
-    r = tin(lab, *args, "--json", code=code)
-    return json.loads(r.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +47,7 @@ def dsm(lab):
 
 
 def test_setup_creates_tree_and_export_and_is_idempotent(lab, dsm):
-    first = tin_json(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    first = lab.tin_json("nas.setup", "--service", "gazette", "--env", "prod")
     assert first["ok"] and first["totals"]["changed"] > 0
     assert first["machine_envs"]["gazette-prod"]["uid"] == 10100
     assert first["hosts"]["nas"]["connections"] == 1
@@ -77,13 +68,13 @@ def test_setup_creates_tree_and_export_and_is_idempotent(lab, dsm):
     assert menv.startswith("10100:10100 640\n")
     assert "TIN_SERVICE_UID=10100\n" in menv and f"TIN_NAS_PATH={PATH}\n" in menv
 
-    second = tin_json(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    second = lab.tin_json("nas.setup", "--service", "gazette", "--env", "prod")
     assert second["totals"]["changed"] == 0 and second["totals"]["failed"] == 0
     assert second["hosts"]["nas"]["round_trips"] == 1
 
 
 def test_docker1_mounts_and_writes_as_the_machine_uid_docker2_is_refused(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
     spec = f"{lab.addr['nas']}:{PATH}"
     r = lab.ssh("docker1", f"mkdir -p /mnt/nastest && mount -t nfs4 {spec} /mnt/nastest && "
                            f"echo hi >/mnt/nastest/data/from-docker1 && umount /mnt/nastest")
@@ -96,22 +87,22 @@ def test_docker1_mounts_and_writes_as_the_machine_uid_docker2_is_refused(lab, ds
 
 def test_dry_run_prints_the_diff_and_changes_nothing(lab, dsm):
     before = sha(nas_exports(lab))
-    r = tin(lab, "nas.setup", "--service", "lldap", "--env", "prod", "--dry-run")
+    r = lab.tin_checked("nas.setup", "--service", "lldap", "--env", "prod", "--dry-run")
     assert "+# tinsnip: dynamicalsystem/lldap-prod" in r.stdout
     assert f"+/volume1/dynamicalsystem/lldap/prod {lab.addr['docker2']}(rw,sync" in r.stdout
     assert "dry run: nothing was changed" in r.stdout
     assert sha(nas_exports(lab)) == before
     assert lab.root("nas", "test -e /volume1/dynamicalsystem/lldap").rc != 0
-    data = tin_json(lab, "nas.setup", "--service", "lldap", "--env", "prod", "--dry-run")
+    data = lab.tin_json("nas.setup", "--service", "lldap", "--env", "prod", "--dry-run")
     assert data["dry_run"] and data["totals"]["changed"] > 0
     assert sha(nas_exports(lab)) == before
 
 
 def test_failing_exportfs_restores_the_file_and_exits_1(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
     bad = nas_exports(lab) + "/volume1/video 198.18.2.95(rw,bogusopt)\n"
     assert lab.root("nas", "cat >/etc/exports", input=bad).rc == 0
-    r = tin(lab, "nas.setup", "--service", "gazette", "--env", "test", code=1)
+    r = lab.tin_checked("nas.setup", "--service", "gazette", "--env", "test", code=1)
     assert "bogusopt" in r.stderr  # exportfs's own message
     assert "restored" in r.stderr
     assert nas_exports(lab) == bad
@@ -121,49 +112,49 @@ def test_failing_exportfs_restores_the_file_and_exits_1(lab, dsm):
 
 
 def test_hand_removed_line_is_drift_and_setup_repairs_it(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
     good = nas_exports(lab)
-    assert tin_json(lab, "nas.status", "--service", "gazette", "--env", "prod")["ok"]
+    assert lab.tin_json("nas.status", "--service", "gazette", "--env", "prod")["ok"]
 
     # an admin deletes the line (the marker stays), and exportfs drops it
     assert lab.root("nas", f"sed -i '\\#^{PATH} #d' /etc/exports && exportfs -ra").rc == 0
-    status = tin_json(lab, "nas.status", "--service", "gazette", "--env", "prod", code=1)
+    status = lab.tin_json("nas.status", "--service", "gazette", "--env", "prod", code=1)
     [entry] = status["machine_envs"]
     assert not entry["ok"]
     assert any("missing" in p for p in entry["problems"])
     assert entry["fix"].startswith("tin nas.setup --service gazette --env prod")
-    r = tin(lab, "nas.status", code=1)
+    r = lab.tin_checked("nas.status", code=1)
     assert "DRIFT" in r.stdout and "fix: tin nas.setup --service gazette --env prod" in r.stdout
 
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
     assert nas_exports(lab) == good
-    assert tin_json(lab, "nas.status", "--service", "gazette", "--env", "prod")["ok"]
+    assert lab.tin_json("nas.status", "--service", "gazette", "--env", "prod")["ok"]
 
     # DSM's web UI rewrites the line with other options: "changed", then repaired
     assert lab.root("nas", "sed -i 's/all_squash,anonuid=10100/no_root_squash,anonuid=10100/' /etc/exports").rc == 0
-    [entry] = tin_json(lab, "nas.status", "--service", "gazette", "--env", "prod", code=1)["machine_envs"]
+    [entry] = lab.tin_json("nas.status", "--service", "gazette", "--env", "prod", code=1)["machine_envs"]
     assert any("changed" in p for p in entry["problems"])
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
     assert nas_exports(lab) == good
 
 
 def test_exports_shows_managed_and_foreign_lines(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
-    data = tin_json(lab, "nas.exports")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
+    data = lab.tin_json("nas.exports")
     [m] = [m for m in data["managed"] if m["machine_env"] == "dynamicalsystem/gazette-prod"]
     assert m["client"] == lab.addr["docker1"] and m["active"]
     assert {f["path"] for f in data["foreign"]} == {"/volume1/photo share", "/volume1/video", "/volume1/music"}
 
 
 def test_unexport_removes_only_that_line_and_keeps_dsm_bytes(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")
-    tin(lab, "nas.unexport", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")
+    lab.tin_checked("nas.unexport", "--service", "gazette", "--env", "prod")
     assert nas_exports(lab) == dsm
     assert PATH not in lab.root("nas", "exportfs -v").stdout
     assert lab.root("nas", f"test -d {PATH}/data").rc == 0  # the data stays
-    again = tin_json(lab, "nas.unexport", "--service", "gazette", "--env", "prod")
+    again = lab.tin_json("nas.unexport", "--service", "gazette", "--env", "prod")
     assert again["totals"]["changed"] == 0
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "prod")  # leave it set up for later modules
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "prod")  # leave it set up for later modules
 
 
 def _remove(lab, machine, env, delete_data):
@@ -181,7 +172,7 @@ def _remove(lab, machine, env, delete_data):
 
 
 def test_remove_job_deletes_only_its_own_tree_and_never_through_a_symlink(lab, dsm):
-    tin(lab, "nas.setup", "--service", "gazette", "--env", "dev", "--host", "docker1")
+    lab.tin_checked("nas.setup", "--service", "gazette", "--env", "dev", "--host", "docker1")
     kept = _remove(lab, "gazette", "dev", False)
     assert kept.error is None and lab.root("nas", "test -d /volume1/dynamicalsystem/gazette/dev/data").rc == 0
     gone = _remove(lab, "gazette", "dev", True)
