@@ -10,13 +10,12 @@ import json
 import shlex
 import time
 
+from .plans.registry import station_dir
 from .script import lock_shell
-from .smep import MachineEnv
 
 
 def path(volume: str, sheet: str) -> str:
-    station = MachineEnv(sheet, 1, "station", 0, "prod", volume)
-    return f"{station.nas_path}/data/changes.log"
+    return f"{station_dir(volume, sheet)}/data/changes.log"
 
 
 def entries(task: str, who: str, changed: dict[str, list[str]], when: float | None = None) -> list[str]:
