@@ -123,7 +123,7 @@ class Engine:
                 password = None if host.is_root else self.settings.sudo_password(host)
                 if password is None and not host.is_root and sys.stdin.isatty() and not self.options.json:
                     password = getpass.getpass(f"sudo password for {host.user}@{host.name}: ")
-                    self.settings.values[f"TINSNIP_SUDO_PASSWORD_{host.name.upper()}"] = password
+                    self.settings.values[f"TINSNIP_SUDO_PASSWORD_{host.name.upper().replace('-', '_')}"] = password
                     self.out.secrets.append(password)
                 self.remotes[host.name] = Remote(host, self.settings.inventory, password)
             return self.remotes[host.name]
