@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TIN=${TIN:-.venv/bin/inv}
 INV=${TINSNIP_LAB_DIR:-.lab}/hosts.yaml
-has_task() { "$TIN" --list 2>/dev/null | grep -q "^  $1 "; }
+TASKS=$("$TIN" --list 2>/dev/null)
+has_task() { grep -q "^  $1 " <<<"$TASKS"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "the lab"
