@@ -245,12 +245,22 @@ def test_one_machine_env_cannot_reach_anothers_mount_on_the_same_docker_host(lab
     assert r.rc != 0 and "Permission denied" in r.stderr
 
 
+AS_GAZETTE_TEST = ("runuser -u gazette-test -- env -i PATH=/usr/bin:/bin HOME=/home/gazette-test "
+                   "XDG_RUNTIME_DIR=/run/user/10110 DOCKER_HOST=unix:///run/user/10110/docker.sock")
+
+
 def test_old_layout_is_drift_and_machine_create_moves_it_behind_the_gate(lab):
     """A host from before the gate: gazette-test's export mounted on the directory /mnt/gazette-test, its
-    fstab line naming that directory. status names it; one create converges it; the next changes nothing."""
+    fstab line naming that directory, its rootless daemon started so. status names it; one create
+    converges it (and the daemon binds below /mnt/gazette-test again); the next changes nothing."""
+    archive = (lab.dir / "images" / "busybox.tar").read_bytes()
+    loaded = subprocess.run([*lab.ssh_argv("docker1", "root"), f"{AS_GAZETTE_TEST} docker load"], input=archive,
+                            capture_output=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
     old = lab.ssh("docker1", f"""set -e; g={GATES}/gazette-test
 umount $g/nas; rm /mnt/gazette-test; rmdir $g/nas $g; mkdir /mnt/gazette-test
 sed -i "s# $g/nas # /mnt/gazette-test #" /etc/fstab; mount /mnt/gazette-test
+{AS_GAZETTE_TEST} systemctl --user restart docker.service
 findmnt -n -o TARGET --mountpoint /mnt/gazette-test; grep -c ' /mnt/gazette-test ' /etc/fstab""")
     assert old.rc == 0 and old.stdout.split() == ["/mnt/gazette-test", "1"], old.stderr
     rc, data, _ = tin_json(lab, "machine.status", "--service=gazette", "--env=test")
@@ -266,6 +276,11 @@ findmnt -n -o TARGET --mountpoint /mnt/gazette-test; grep -c ' /mnt/gazette-test
     assert state.stdout.splitlines() == [f"{GATES}/gazette-test/nas", f"{GATES}/gazette-test/nas",
                                          f"{GATES}/gazette-test/nas", "gazette-test 700"]
     assert lab.ssh("docker1", "runuser -u gazette-test -- ls /mnt/gazette-test/data").rc == 0
+    # the user's rootless daemon binds a volume below /mnt/gazette-test through the link, into the gate
+    bind = lab.ssh("docker1", f"{AS_GAZETTE_TEST} docker run --rm -v /mnt/gazette-test/data:/d lab/busybox:1 "
+                              "sh -c 'echo through > /d/through-the-link && cat /d/through-the-link'")
+    assert bind.rc == 0 and bind.stdout.strip() == "through", bind.stderr
+    assert lab.root("nas", f"stat -c %u:%g {VOL}/gazette/test/data/through-the-link").stdout.strip() == "10110:10110"
     r = lab.ssh("docker1", "runuser -u gazette-prod -- ls /mnt/gazette-test/")
     assert r.rc != 0 and "Permission denied" in r.stderr
     rc, data, _ = tin_json(lab, "machine.create", "--service=gazette", "--env=test", "--yes")

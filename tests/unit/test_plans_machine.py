@@ -249,6 +249,9 @@ def test_old_layout_is_drift_and_converges_to_the_gate():
     assert fstab.content == ("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n" + pm.fstab_line(GP, NAS) + "\n"
                              "UUID=x /data ext4 defaults 0 2\n")  # replaced in place, one line
     assert not any(isinstance(s, Run) and s.argv[0] == "rm" for s in plan.steps)  # rmdir only
+    # the running rootless daemon restarts after the move, so that its namespace sees the new mount
+    restart = next(i for i, s in enumerate(plan.steps) if isinstance(s, Run) and s.argv[-2:] == ("restart", "docker.service"))
+    assert restart > next(i for i, s in enumerate(plan.steps) if isinstance(s, Run) and s.argv[0] == "mount")
 
 
 def test_a_gate_open_to_others_is_drift_and_closed_again():

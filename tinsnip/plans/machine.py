@@ -549,9 +549,13 @@ def _bridge_outside(bridge: str, pools: tuple[tuple[str, int], ...]) -> list[str
     return bad
 
 
-def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> Part:
+def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mount_moves: bool = False) -> Part:
     """Rootless Docker for the user: config written, unit installed by the upstream tool, enabled, running,
-    answering `docker info` as rootless, its networks in the pools, its environment free of XDG paths."""
+    answering `docker info` as rootless, its networks in the pools, its environment free of XDG paths.
+
+    `mount_moves`: the mount moves behind the gate in this plan (old layout). A running daemon is then
+    restarted after the move: its own mount namespace (rootlesskit's) need not receive the new mount,
+    and binds below /mnt/{name} would find the gate's empty mount point."""
     steps: list[Step] = []
     problems: list[str] = []
     want_json = daemon_json(host)
@@ -605,6 +609,9 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> 
         restart = True
     if bridge_bad:
         problems.append("bridge network " + ", ".join(bridge_bad) + " outside the address pools")
+        restart = True
+    if mount_moves and active:
+        problems.append("the mount moves behind the gate: the daemon restarts to see it")
         restart = True
     if not enabled:
         problems.append("not enabled")
@@ -670,6 +677,7 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
         user = user_part(m, host.name, facts, mf)
         linger = linger_part(m, mf)
         user_ready = user.state == OK and linger.state == OK
+        mount_moves = m.mount in (facts.get("mounts") or {})  # the old layout, moved behind the gate now
         parts[m.name] = [
             user,
             subuid_parts[m.name],
@@ -678,7 +686,7 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             gate_part(m, facts, mf),
             mount_part(m, facts, mf),
             linger,
-            docker_part(m, host, mf, user_ready),
+            docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
         ]
     return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)])
