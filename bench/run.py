@@ -303,7 +303,7 @@ for u in $users; do systemctl stop "user@$(id -u "$u").service" 2>/dev/null & do
 for u in $users; do pkill -KILL -u "$u" 2>/dev/null; done
 findmnt -rn -o TARGET | grep -E '^(/mnt/|/var/lib/tinsnip/)' | sort -r | while read -r m; do umount -l "$m"; done
 for u in $users; do userdel -r -f "$u" >/dev/null 2>&1; groupdel "$u" 2>/dev/null; done
-rm -rf /mnt/*-* /var/lib/tinsnip /var/lib/systemd/linger/* /var/lock/tinsnip.lock*
+rm -rf /mnt/*-* /var/lib/tinsnip/mounts /var/lib/systemd/linger/* /var/lock/tinsnip.lock*
 for f in fstab subuid subgid; do cp -p {SNAPSHOT}/$f /etc/$f; done
 systemctl daemon-reload
 """

@@ -268,3 +268,13 @@ def test_remove_undoes_the_old_layout_too():
     assert ("umount", "/mnt/gazette-prod") in runs and ("rmdir", "/mnt/gazette-prod") in runs
     fstab = next(s for s in plan.steps if isinstance(s, Upload) and s.path == "/etc/fstab")
     assert "gazette" not in fstab.content and "UUID=x /data" in fstab.content
+
+
+def test_a_foreign_mount_on_mnt_is_named_never_unmounted():
+    facts = old_layout_facts(GP)
+    facts["mounts"][GP.mount] = {"fstype": "ext4", "source": "/dev/sdb1"}
+    plan = pm.plan_host(HOST, [GP], NAS, facts)
+    assert not any(isinstance(s, Run) and s.argv[0] in ("umount", "rmdir", "ln") and GP.mount in s.argv
+                   for s in plan.steps)
+    gate = next(p for p in plan.data["parts"][GP.name] if p["part"] == "gate")
+    assert "ext4 mount, not NFS: unmount it by hand" in gate["detail"]

@@ -477,7 +477,9 @@ def gate_part(m: MachineEnv, facts: dict, mf: dict) -> Part:
     have = mf.get("mnt") or "A"
     if have != f"L:{m.mount_point}":
         link = Run(("ln", "-sfnT", m.mount_point, m.mount), f"{m.name}: link {m.mount} → {m.mount_point}")
-        if m.mount in mounts:
+        if m.mount in mounts and mounts[m.mount]["fstype"] not in NFS_TYPES:
+            problems.append(f"{m.mount} holds a {mounts[m.mount]['fstype']} mount, not NFS: unmount it by hand")
+        elif m.mount in mounts:
             problems.append(f"old layout: the export is mounted on {m.mount} itself, open to every account on "
                             f"the host")
             steps.append(Run(("umount", m.mount), f"{m.name}: unmount {m.mount} (old layout; it moves behind "
@@ -677,7 +679,8 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
         user = user_part(m, host.name, facts, mf)
         linger = linger_part(m, mf)
         user_ready = user.state == OK and linger.state == OK
-        mount_moves = m.mount in (facts.get("mounts") or {})  # the old layout, moved behind the gate now
+        old = (facts.get("mounts") or {}).get(m.mount)
+        mount_moves = bool(old) and old["fstype"] in NFS_TYPES  # the old layout, moved behind the gate now
         parts[m.name] = [
             user,
             subuid_parts[m.name],
