@@ -8,7 +8,7 @@ installs ansible-core into bench/.work/venv (never a tinsnip dependency), then t
 with the tools interleaved (the first tool alternates between rounds):
 
     create_fresh   machine.create gazette-prod on a fresh lab (NAS tree, export, machine.env, user,
-                   subuids, linger, rootless Docker, fstab line, mount, links)   | bench/ansible/machine.yml
+                   subuids, linger, rootless Docker, fstab line, gate, mount, links)   | bench/ansible/machine.yml
     create_noop    the same again                                               | the same playbook again
     apply_20       machine.apply over an inventory of 20 machine-envs, 10 per Docker host, from fresh
     apply_20_noop  the same again
@@ -118,7 +118,8 @@ def machine_envs(names: list[str], placement: dict[str, str], addr: dict[str, st
         out.append({"name": m.name, "machine": m.machine, "env": m.env, "sheet": m.sheet,
                     "sheet_number": m.sheet_number, "machine_number": m.machine_number,
                     "env_number": m.env_number, "uid": m.uid, "gid": m.gid, "home": m.home,
-                    "nas_path": m.nas_path, "mount": m.mount, "docker_host": m.docker_host,
+                    "nas_path": m.nas_path, "mount": m.mount, "gate": m.gate, "mount_point": m.mount_point,
+                    "docker_host": m.docker_host,
                     "subid_start": m.subid_start, "host": host, "client": addr[host]})
     return out
 
@@ -294,15 +295,15 @@ done
 """
 
 # Every trace of a machine-env on a Docker host: its user's systemd (and rootless dockerd), linger,
-# mounts, fstab line, user, group, home, subuid/subgid lines.
+# mounts, gates, links, fstab line, user, group, home, subuid/subgid lines.
 RESET_DOCKER = f"""
 users=$(awk -F: '$3>=10000 && $3<60000 {{print $1}}' /etc/passwd)
 for u in $users; do loginctl disable-linger "$u" 2>/dev/null; done
 for u in $users; do systemctl stop "user@$(id -u "$u").service" 2>/dev/null & done; wait
 for u in $users; do pkill -KILL -u "$u" 2>/dev/null; done
-findmnt -rn -o TARGET | grep '^/mnt/' | sort -r | while read -r m; do umount -l "$m"; done
+findmnt -rn -o TARGET | grep -E '^(/mnt/|/var/lib/tinsnip/)' | sort -r | while read -r m; do umount -l "$m"; done
 for u in $users; do userdel -r -f "$u" >/dev/null 2>&1; groupdel "$u" 2>/dev/null; done
-rm -rf /mnt/*-* /var/lib/systemd/linger/* /var/lock/tinsnip.lock*
+rm -rf /mnt/*-* /var/lib/tinsnip/mounts /var/lib/systemd/linger/* /var/lock/tinsnip.lock*
 for f in fstab subuid subgid; do cp -p {SNAPSHOT}/$f /etc/$f; done
 systemctl daemon-reload
 """
@@ -341,16 +342,19 @@ def end_state_nas(mes: list[dict]) -> str:
 def end_state_docker(mes: list[dict]) -> str:
     lines = []
     for m in mes:
-        u, uid, home, mnt = m["name"], m["uid"], m["home"], m["mount"]
+        u, uid, home, mnt, gate, point = m["name"], m["uid"], m["home"], m["mount"], m["gate"], m["mount_point"]
         run_as = f"runuser -u {u} -- env XDG_RUNTIME_DIR=/run/user/{uid} DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
         lines += [
             f"getent passwd {u} | cut -d: -f1,3,4,6 | sed 's/^/passwd /'",
             f"getent group {u} | cut -d: -f1,3 | sed 's/^/group /'",
             f"echo \"lock {u} $(passwd -S {u} | cut -d' ' -f2)\"",
             f"grep '^{u}:' /etc/subuid | sed 's/^/subuid /'; grep '^{u}:' /etc/subgid | sed 's/^/subgid /'",
-            f"awk -v m={mnt} '$2==m' /etc/fstab | sed 's/^/fstab /'",
-            f"echo \"mounted {mnt} $(findmnt -rn -o FSTYPE --mountpoint {mnt})\"",
-            f"stat -c 'mountpoint %n %u:%g %a' {mnt}",
+            f"awk -v m={mnt} -v p={point} '$2==m || $2==p' /etc/fstab | sed 's/^/fstab /'",
+            f"echo \"mounted {point} $(findmnt -rn -o FSTYPE --mountpoint {point})\"",
+            f"findmnt -rn -o TARGET | grep -x {mnt} | sed 's/^/mounted on the link path /'",
+            f"echo \"link {mnt} -> $(readlink {mnt})\"",
+            f"stat -c 'gate %n %U:%G %a' {gate.rsplit('/', 1)[0]} {gate}",
+            f"stat -c 'mountpoint %n %u:%g %a' {point}",
             f"test -e /var/lib/systemd/linger/{u} && echo 'linger {u}'",
             f"for l in {home}/.local/share/{SHEET}/@{m['machine']} {home}/.config/{SHEET}/@{m['machine']} "
             f"{home}/.local/state/{SHEET}/@{m['machine']} {home}/service; do "

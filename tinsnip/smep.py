@@ -35,6 +35,7 @@ MAX_SHEET = 5
 DEFAULT_SHEET = "dynamicalsystem"
 SUBID_BASE = 1_000_000_000
 SUBID_COUNT = 65536
+GATES = "/var/lib/tinsnip/mounts"  # root:root 0755; one gate per machine-env below it
 
 
 def check_name(value: object, what: str) -> str:
@@ -207,7 +208,19 @@ class MachineEnv:
 
     @property
     def mount(self) -> str:
+        """The path people, services and links use: a symlink to `mount_point`, behind the gate."""
         return f"/mnt/{self.name}"
+
+    @property
+    def gate(self) -> str:
+        """A local directory owned by the machine user, mode 0700: only that user and root pass it, so
+        no other account on the Docker host reaches the all_squash mount below it."""
+        return f"{GATES}/{self.name}"
+
+    @property
+    def mount_point(self) -> str:
+        """Where the NFS export is really mounted (the /etc/fstab mount point)."""
+        return f"{self.gate}/nas"
 
     @property
     def docker_host(self) -> str:
@@ -237,6 +250,7 @@ class MachineEnv:
             "home": self.home,
             "nas_path": self.nas_path,
             "mount": self.mount,
+            "mount_point": self.mount_point,
             "docker_host": self.docker_host,
             "subuid": f"{self.subid_start}:{SUBID_COUNT}",
         }

@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.lab
 
 VOL = "/volume1/dynamicalsystem"
+GATES = "/var/lib/tinsnip/mounts"
 
 
 def tin_json(lab, *args):
@@ -65,9 +66,13 @@ def test_rootless_docker_answers_with_machine_env_docker_host(lab):
 
 
 def test_mount_writes_land_as_the_uid_on_the_nas(lab):
-    fstype = lab.ssh("docker1", "findmnt -n -o FSTYPE --mountpoint /mnt/gazette-prod").stdout.strip()
+    fstype = lab.ssh("docker1", f"findmnt -n -o FSTYPE --mountpoint {GATES}/gazette-prod/nas").stdout.strip()
     assert fstype in ("nfs", "nfs4", "fuse.nfs4")
-    assert lab.ssh("docker1", "grep -c ' /mnt/gazette-prod ' /etc/fstab").stdout.strip() == "1"
+    assert lab.ssh("docker1", "findmnt -n -o TARGET -T /mnt/gazette-prod").stdout.strip() == f"{GATES}/gazette-prod/nas"
+    assert lab.ssh("docker1", f"grep -c ' {GATES}/gazette-prod/nas ' /etc/fstab").stdout.strip() == "1"
+    assert lab.ssh("docker1", "grep -c ' /mnt/gazette-prod ' /etc/fstab").stdout.strip() == "0"
+    gate = lab.ssh("docker1", f"readlink /mnt/gazette-prod; stat -c '%U:%G %a' {GATES} {GATES}/gazette-prod").stdout
+    assert gate.splitlines() == [f"{GATES}/gazette-prod/nas", "root:root 755", "gazette-prod:gazette-prod 700"]
     r = as_user(lab, "docker1", "gazette-prod", 10100, "echo probe > /mnt/gazette-prod/data/probe")
     assert r.rc == 0, r.stderr
     assert lab.root("nas", f"stat -c %u:%g {VOL}/gazette/prod/data/probe").stdout.strip() == "10100:10100"
@@ -101,7 +106,7 @@ def test_second_machine_env_and_a_new_name(lab):
 
 
 def test_drift_is_named_and_only_that_is_repaired(lab):
-    lab.ssh("docker1", "userdel -f gazette-test; sed -i '\\# /mnt/gazette-prod #d' /etc/fstab")
+    lab.ssh("docker1", f"userdel -f gazette-test; sed -i '\\# {GATES}/gazette-prod/nas #d' /etc/fstab")
     lab.root("nas", f"sed -i '\\#^{VOL}/homelab/test #d' /etc/exports && exportfs -ra")
     rc, data = tin_json(lab, "machine.status", "--service", "gazette", "--env", "test")
     parts = {p["part"]: p for p in data["machine_envs"]["gazette-test"]["parts"]}
@@ -115,7 +120,7 @@ def test_drift_is_named_and_only_that_is_repaired(lab):
 
     rc, data = tin_json(lab, "machine.create", "--service", "gazette", "--env", "prod")
     changed = [s["desc"] for s in data["hosts"]["docker1"]["steps"] if s["status"] == "changed"]
-    assert rc == 0 and changed == ["/etc/fstab: one line for /mnt/gazette-prod"]
+    assert rc == 0 and changed == [f"/etc/fstab: one line for {GATES}/gazette-prod/nas"]
     rc, data = tin_json(lab, "machine.create", "--service", "homelab", "--env", "test", "--host", "docker1")
     assert rc == 0 and data["hosts"]["docker1"]["changed"] == 0 and data["hosts"]["nas"]["changed"] >= 1
     rc, data = tin_json(lab, "machine.create", "--service", "gazette", "--env", "test")
@@ -131,6 +136,10 @@ def test_remove_keeps_data_then_delete_data(lab):
     assert rc == 0, data
     assert lab.ssh("docker1", "id gazette-test").rc != 0
     assert lab.ssh("docker1", "grep -c gazette-test /etc/fstab /etc/subuid; findmnt /mnt/gazette-test").stdout.count(":0") == 2
+    left = lab.ssh("docker1", f"findmnt -rn -o TARGET | grep -c gazette-test; ls -A {GATES}; "
+                              "test -e /mnt/gazette-test || test -L /mnt/gazette-test || echo gone").stdout.split()
+    # its link, mount point and gate are gone; the others' gates stay
+    assert left[0] == "0" and left[-1] == "gone" and "gazette-prod" in left and "gazette-test" not in left
     assert lab.root("nas", f"test -d {VOL}/gazette/test/data").rc == 0
     rc, data = tin_json(lab, "machine.remove", "--service", "gazette", "--env", "test")
     assert rc == 0 and data["totals"]["changed"] == 0

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 VOL = "/volume1/dynamicalsystem"
+GATES = "/var/lib/tinsnip/mounts"
 
 
 def tin_json(lab, *args):
@@ -48,7 +49,7 @@ def inventory_copy(lab, tmp_path, edit) -> Path:
 def snapshot(lab) -> dict:
     """What a task could change on the hosts, as checksums."""
     files = "/etc/passwd /etc/group /etc/subuid /etc/subgid /etc/fstab /etc/exports"
-    cmd = f"md5sum {files} 2>/dev/null; find /volume1 /mnt /home -xdev 2>/dev/null | sort | md5sum; ls /var/lib/systemd/linger 2>/dev/null"
+    cmd = f"md5sum {files} 2>/dev/null; find /volume1 /mnt /home /var/lib/tinsnip -xdev 2>/dev/null | sort | md5sum; ls /var/lib/systemd/linger 2>/dev/null"
     return {name: lab.ssh(name, cmd).stdout for name in ("nas", "docker1", "docker2")}
 
 
@@ -163,7 +164,7 @@ def test_two_creates_for_the_same_machine_env_at_once_never_duplicate(lab):
         codes.append(p.returncode)
         assert p.returncode == 0 or "lock" in err or "changed" in err, err
     assert 0 in codes
-    assert lab.ssh("docker2", "grep -c ' /mnt/wiki-dev ' /etc/fstab").stdout.strip() == "1"
+    assert lab.ssh("docker2", f"grep -c ' {GATES}/wiki-dev/nas ' /etc/fstab").stdout.strip() == "1"
     assert lab.ssh("docker2", "grep -c '^wiki-dev:' /etc/subuid").stdout.strip() == "1"
     exports = lab.root("nas", "cat /etc/exports").stdout
     assert len(re.findall(r"^/volume1/dynamicalsystem/wiki/dev\s", exports, re.M)) == 1
@@ -223,6 +224,71 @@ def test_service_users_have_no_sudo_and_trees_are_private_on_the_nas(lab):
     assert r.rc != 0 and "Permission denied" in r.stderr
 
 
+def test_one_machine_env_cannot_reach_anothers_mount_on_the_same_docker_host(lab):
+    """all_squash makes every client uid the export's owner, so the gate (the machine user's, 0700) is what
+    keeps gazette-test out of gazette-prod's mount on docker1; gazette-prod and root pass it."""
+    for user in ("gazette-prod", "gazette-test"):
+        assert lab.ssh("docker1", f"id -u {user}").rc == 0
+    r = lab.ssh("docker1", "runuser -u gazette-test -- ls /mnt/gazette-prod/")
+    assert r.rc != 0 and "Permission denied" in r.stderr
+    r = lab.ssh("docker1", "runuser -u gazette-test -- sh -c 'echo x > /mnt/gazette-prod/data/intruder'")
+    assert r.rc != 0 and "Permission denied" in r.stderr
+    r = lab.ssh("docker1", f"runuser -u gazette-test -- ls {GATES}/gazette-prod/nas/data")
+    assert r.rc != 0 and "Permission denied" in r.stderr
+    assert lab.root("nas", f"test -e {VOL}/gazette/prod/data/intruder").rc != 0
+    own = lab.ssh("docker1", "runuser -u gazette-prod -- sh -c 'echo mine > /mnt/gazette-prod/data/own && "
+                             "ls /mnt/gazette-prod/ && cat /mnt/gazette-prod/data/own'")
+    assert own.rc == 0 and "data" in own.stdout.split() and "mine" in own.stdout, own.stderr
+    assert lab.ssh("docker1", "ls /mnt/gazette-prod/data/own && cat /mnt/gazette-test/.machine/machine.env").rc == 0
+    # and the other way round
+    r = lab.ssh("docker1", "runuser -u gazette-prod -- ls /mnt/gazette-test/")
+    assert r.rc != 0 and "Permission denied" in r.stderr
+
+
+AS_GAZETTE_TEST = ("runuser -u gazette-test -- env -i PATH=/usr/bin:/bin HOME=/home/gazette-test "
+                   "XDG_RUNTIME_DIR=/run/user/10110 DOCKER_HOST=unix:///run/user/10110/docker.sock")
+
+
+def test_old_layout_is_drift_and_machine_create_moves_it_behind_the_gate(lab):
+    """A host from before the gate: gazette-test's export mounted on the directory /mnt/gazette-test, its
+    fstab line naming that directory, its rootless daemon started so. status names it; one create
+    converges it (and the daemon binds below /mnt/gazette-test again); the next changes nothing."""
+    archive = (lab.dir / "images" / "busybox.tar").read_bytes()
+    loaded = subprocess.run([*lab.ssh_argv("docker1", "root"), f"{AS_GAZETTE_TEST} docker load"], input=archive,
+                            capture_output=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    old = lab.ssh("docker1", f"""set -e; g={GATES}/gazette-test
+umount $g/nas; rm /mnt/gazette-test; rmdir $g/nas $g; mkdir /mnt/gazette-test
+sed -i "s# $g/nas # /mnt/gazette-test #" /etc/fstab; mount /mnt/gazette-test
+{AS_GAZETTE_TEST} systemctl --user restart docker.service
+findmnt -n -o TARGET --mountpoint /mnt/gazette-test; grep -c ' /mnt/gazette-test ' /etc/fstab""")
+    assert old.rc == 0 and old.stdout.split() == ["/mnt/gazette-test", "1"], old.stderr
+    rc, data, _ = tin_json(lab, "machine.status", "--service=gazette", "--env=test")
+    parts = {p["part"]: p for p in data["machine_envs"]["gazette-test"]["parts"]}
+    assert rc == 1 and parts["gate"]["state"] == "drifted" and "old layout" in parts["gate"]["detail"]
+    assert parts["/etc/fstab"]["state"] == "drifted" and "machine.create" in parts["gate"]["fix"]
+    rc, data, err = tin_json(lab, "machine.create", "--service=gazette", "--env=test", "--yes")
+    assert rc == 0, err
+    changed = [s["desc"] for s in data["hosts"]["docker1"]["steps"] if s["status"] == "changed"]
+    assert any("unmount /mnt/gazette-test" in d for d in changed) and any("link /mnt/gazette-test" in d for d in changed)
+    state = lab.ssh("docker1", f"findmnt -rn -o TARGET | grep gazette-test; readlink /mnt/gazette-test; "
+                               f"grep gazette-test /etc/fstab | cut -d' ' -f2; stat -c '%U %a' {GATES}/gazette-test")
+    assert state.stdout.splitlines() == [f"{GATES}/gazette-test/nas", f"{GATES}/gazette-test/nas",
+                                         f"{GATES}/gazette-test/nas", "gazette-test 700"]
+    assert lab.ssh("docker1", "runuser -u gazette-test -- ls /mnt/gazette-test/data").rc == 0
+    # the user's rootless daemon binds a volume below /mnt/gazette-test through the link, into the gate
+    bind = lab.ssh("docker1", f"{AS_GAZETTE_TEST} docker run --rm -v /mnt/gazette-test/data:/d lab/busybox:1 "
+                              "sh -c 'echo through > /d/through-the-link && cat /d/through-the-link'")
+    assert bind.rc == 0 and bind.stdout.strip() == "through", bind.stderr
+    assert lab.root("nas", f"stat -c %u:%g {VOL}/gazette/test/data/through-the-link").stdout.strip() == "10110:10110"
+    r = lab.ssh("docker1", "runuser -u gazette-prod -- ls /mnt/gazette-test/")
+    assert r.rc != 0 and "Permission denied" in r.stderr
+    rc, data, _ = tin_json(lab, "machine.create", "--service=gazette", "--env=test", "--yes")
+    assert rc == 0 and data["totals"]["changed"] == 0
+    rc, data, _ = tin_json(lab, "machine.status", "--service=gazette", "--env=test")
+    assert rc == 0 and data["machine_envs"]["gazette-test"]["ok"]
+
+
 def test_delete_data_never_follows_a_symlink_out_of_the_tree(lab):
     assert lab.tin("machine.create", "--service=scratch", "--env=dev", "--host=docker1", "--yes").rc == 0
     made = lab.root("nas", f"mkdir -p /volume1/keepme && echo keep > /volume1/keepme/sentinel && "
@@ -256,13 +322,13 @@ def test_after_a_restart_status_shows_what_came_back_and_what_did_not(lab):
         return r.rc, {p["part"]: p["state"] for p in data["machine_envs"]["gazette-prod"]["parts"]}
 
     assert parts() == (0, dict.fromkeys(parts()[1], "ok"))
-    lab.ssh("docker1", "systemctl stop user@10100.service; umount /mnt/gazette-prod")
+    lab.ssh("docker1", f"systemctl stop user@10100.service; umount {GATES}/gazette-prod/nas")
     rc, states = parts()
     assert rc == 1
     assert states["mount"] != "ok" and states["docker"] != "ok"
-    assert states["user"] == states["/etc/fstab"] == states["links"] == "ok"  # on disk: these came back
+    assert states["user"] == states["/etc/fstab"] == states["gate"] == states["links"] == "ok"  # on disk: these came back
     # what boot does: fstab mounts, and lingering users get their manager (and rootless Docker) back
-    assert lab.ssh("docker1", "mount /mnt/gazette-prod && systemctl start user@10100.service").rc == 0
+    assert lab.ssh("docker1", f"mount {GATES}/gazette-prod/nas && systemctl start user@10100.service").rc == 0
     for _ in range(50):
         rc, states = parts()
         if rc == 0:

@@ -28,7 +28,7 @@ def fresh_facts(*mes):
              "fstab": "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n", "mounts": {"/": {"fstype": "overlay", "source": "x"}}}
     for m in mes:
         facts[f"me:{m.name}"] = {"pwstatus": "", "groups": "", "home": "", "linger": "0", "manager": "inactive",
-                                 "bus": "0", "mntdir": "0", "link0": "A", "link1": "A", "link2": "A", "link3": "A",
+                                 "bus": "0", "mnt": "A", "gate": "", "mntdir": "0", "link0": "A", "link1": "A", "link2": "A", "link3": "A",
                                  "unit": "0", "daemon_json": None, "dropin": None}
     return facts
 
@@ -37,13 +37,14 @@ def done_facts(*mes):
     facts = fresh_facts(*mes)
     facts["subuid"] = facts["subgid"] = "tadmin:100000:65536\n" + "".join(pm.subid_line(m) + "\n" for m in mes)
     facts["fstab"] += "".join(pm.fstab_line(m, NAS) + "\n" for m in mes)
+    facts["gates"] = "0:0:755"
     for m in mes:
         facts["passwd"][m.user] = {"uid": m.uid, "gid": m.gid, "home": m.home, "shell": "/bin/bash"}
         facts["group"][m.user] = {"gid": m.gid, "members": []}
-        facts["mounts"][m.mount] = {"fstype": "fuse.nfs4", "source": "/.lab/nfs"}
+        facts["mounts"][m.mount_point] = {"fstype": "fuse.nfs4", "source": "/.lab/nfs"}
         mf = facts[f"me:{m.name}"]
         mf.update(pwstatus="L", groups=m.user, home=f"{m.uid}:{m.gid}", linger="1", manager="active", bus="1",
-                  mntdir="1", unit="1", daemon_json=pm.daemon_json(HOST), dropin=pm.dropin(HOST), active="active",
+                  mnt=f"L:{m.mount_point}", gate=f"{m.uid}:{m.gid}:700", mntdir="1", unit="1", daemon_json=pm.daemon_json(HOST), dropin=pm.dropin(HOST), active="active",
                   enabled="enabled", info="20.10.24 name=seccomp,profile=default,name=rootless,",
                   bridge="198.19.104.0/24 ", dockerd="42", dockerd_xdg="")
         for i, (_link, target) in enumerate(pm.links(m)):
@@ -58,8 +59,10 @@ def kinds(plan):
 def test_fresh_host_plans_every_part_in_order():
     plan = pm.plan_host(HOST, [GP], NAS, fresh_facts(GP))
     descs = kinds(plan)
-    order = ["/etc/subuid", "/etc/subgid", "group gazette-prod", "user gazette-prod", "/etc/fstab", "mount point",
-             "mount /mnt", "linger", "user manager", "rootless daemon address pools", "drop-in", "install",
+    order = ["/etc/subuid", "/etc/subgid", "group gazette-prod", "user gazette-prod", "/etc/fstab",
+             "/var/lib/tinsnip/mounts: root-owned", "gate /var/lib/tinsnip/mounts/gazette-prod",
+             "link /mnt/gazette-prod → /var/lib/tinsnip/mounts/gazette-prod/nas", "mount point",
+             "mount /var/lib/tinsnip/mounts/gazette-prod/nas", "linger", "user manager", "rootless daemon address pools", "drop-in", "install",
              "wait until", "link ~/service"]
     positions = [next(i for i, d in enumerate(descs) if key in d) for key in order]
     assert positions == sorted(positions), descs
@@ -87,7 +90,10 @@ def test_two_machine_envs_share_one_write_of_each_shared_file():
     uploads = [s.path for s in plan.steps if isinstance(s, Upload) and s.path.startswith("/etc/")]
     assert uploads == ["/etc/subuid", "/etc/subgid", "/etc/fstab"]
     fstab = next(s for s in plan.steps if isinstance(s, Upload) and s.path == "/etc/fstab")
-    assert fstab.content.count("/mnt/gazette-prod ") == 1 and fstab.content.count("/mnt/gazette-test ") == 1
+    assert fstab.content.count(" /var/lib/tinsnip/mounts/gazette-prod/nas ") == 1
+    assert fstab.content.count(" /var/lib/tinsnip/mounts/gazette-test/nas ") == 1 and "/mnt/" not in fstab.content
+    gates = [s for s in plan.steps if isinstance(s, Run) and pm.GATES in s.argv]
+    assert len(gates) == 1  # the gates' parent: one step for the host
     assert fstab.content.startswith("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n")
 
 
@@ -104,7 +110,7 @@ def test_missing_fstab_line_repairs_only_that():
     facts = done_facts(GP)
     facts["fstab"] = "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     plan = pm.plan_host(HOST, [GP], NAS, facts)
-    assert kinds(plan) == ["/etc/fstab: one line for /mnt/gazette-prod"]
+    assert kinds(plan) == ["/etc/fstab: one line for /var/lib/tinsnip/mounts/gazette-prod/nas"]
 
 
 def test_subid_overlap_with_someone_else_is_an_error_naming_it():
@@ -191,7 +197,84 @@ def test_remove_plans_everything_then_nothing():
     assert argv0.index("umount") < argv0.index("userdel")
     assert argv0.index("/etc/subuid") < argv0.index("userdel")
     fstab = next(s for s in plan.steps if isinstance(s, Upload) and s.path == "/etc/fstab")
-    assert "/mnt/gazette-prod" not in fstab.content
+    assert "/mnt/gazette-prod" not in fstab.content and "gazette-prod/nas" not in fstab.content
+    rm = [s.argv for s in plan.steps if isinstance(s, Run) and s.argv[0] in ("rm", "rmdir")]
+    assert rm == [("rm", "-f", "/mnt/gazette-prod"), ("rmdir", "/var/lib/tinsnip/mounts/gazette-prod/nas"),
+                  ("rmdir", "/var/lib/tinsnip/mounts/gazette-prod")]  # never rm -r, never NAS data
+    assert [s.argv for s in plan.steps if isinstance(s, Run) and s.argv[0] == "umount"] == [
+        ("umount", "/var/lib/tinsnip/mounts/gazette-prod/nas")]
     gone = fresh_facts(GP)
     gone[f"me:{GP.name}"]["home"] = ""
     assert pm.plan_remove(HOST, GP, NAS, gone).converged
+
+
+def old_layout_facts(m):
+    """A host from before the gate: the export mounted on the directory /mnt/{name} itself."""
+    facts = done_facts(m)
+    old = f"{NAS}:{m.nas_path} {m.mount} nfs4 {pm.FSTAB_OPTIONS} 0 0"
+    facts["fstab"] = f"# UNCONFIGURED FSTAB FOR BASE SYSTEM\n{old}\nUUID=x /data ext4 defaults 0 2\n"
+    facts["mounts"] = {"/": {"fstype": "overlay", "source": "x"}, m.mount: {"fstype": "fuse.nfs4", "source": "y"}}
+    del facts["gates"]
+    facts[f"me:{m.name}"].update(mnt="D", gate="", mntdir="0")
+    return facts
+
+
+def test_the_mount_point_is_behind_the_gate_and_mnt_links_to_it():
+    assert GP.mount == "/mnt/gazette-prod"
+    assert GP.gate == "/var/lib/tinsnip/mounts/gazette-prod"
+    assert GP.mount_point == "/var/lib/tinsnip/mounts/gazette-prod/nas"
+    assert pm.fstab_line(GP, NAS) == (f"{NAS}:/volume1/dynamicalsystem/gazette/prod "
+                                      f"/var/lib/tinsnip/mounts/gazette-prod/nas nfs4 {pm.FSTAB_OPTIONS} 0 0")
+    plan = pm.plan_host(HOST, [GP], NAS, fresh_facts(GP))
+    runs = [s.argv for s in plan.steps if isinstance(s, Run)]
+    assert ("install", "-d", "-m", "0700", "-o", "10100", "-g", "10100", GP.gate) in runs
+    assert ("ln", "-sfnT", GP.mount_point, GP.mount) in runs
+
+
+def test_old_layout_is_drift_and_converges_to_the_gate():
+    facts = old_layout_facts(GP)
+    a = pm.assess_host(HOST, [GP], NAS, facts)
+    parts = {p.name: p for p in a.parts[GP.name]}
+    assert parts["/etc/fstab"].state == pm.DRIFTED and "old layout" in parts["/etc/fstab"].detail
+    assert parts["gate"].state == pm.DRIFTED and "old layout" in parts["gate"].detail
+    assert parts["mount"].state == pm.MISSING
+    plan = pm.plan_host(HOST, [GP], NAS, facts)
+    descs = kinds(plan)
+    order = ["/etc/fstab", "/var/lib/tinsnip/mounts: root-owned", "gate /var/lib", "unmount /mnt/gazette-prod",
+             "remove the empty directory /mnt/gazette-prod", "link /mnt/gazette-prod", "mount point",
+             "mount /var/lib/tinsnip/mounts/gazette-prod/nas"]
+    positions = [next(i for i, d in enumerate(descs) if key in d) for key in order]
+    assert positions == sorted(positions), descs
+    fstab = next(s for s in plan.steps if isinstance(s, Upload))
+    assert fstab.content == ("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n" + pm.fstab_line(GP, NAS) + "\n"
+                             "UUID=x /data ext4 defaults 0 2\n")  # replaced in place, one line
+    assert not any(isinstance(s, Run) and s.argv[0] == "rm" for s in plan.steps)  # rmdir only
+    # the running rootless daemon restarts after the move, so that its namespace sees the new mount
+    restart = next(i for i, s in enumerate(plan.steps) if isinstance(s, Run) and s.argv[-2:] == ("restart", "docker.service"))
+    assert restart > next(i for i, s in enumerate(plan.steps) if isinstance(s, Run) and s.argv[0] == "mount")
+
+
+def test_a_gate_open_to_others_is_drift_and_closed_again():
+    facts = done_facts(GP)
+    facts[f"me:{GP.name}"]["gate"] = "0:0:755"
+    plan = pm.plan_host(HOST, [GP], NAS, facts)
+    assert [s.argv for s in plan.steps if isinstance(s, Run)] == [
+        ("chown", "10100:10100", GP.gate), ("chmod", "0700", GP.gate)]
+
+
+def test_remove_undoes_the_old_layout_too():
+    plan = pm.plan_remove(HOST, GP, NAS, old_layout_facts(GP))
+    runs = [s.argv for s in plan.steps if isinstance(s, Run)]
+    assert ("umount", "/mnt/gazette-prod") in runs and ("rmdir", "/mnt/gazette-prod") in runs
+    fstab = next(s for s in plan.steps if isinstance(s, Upload) and s.path == "/etc/fstab")
+    assert "gazette" not in fstab.content and "UUID=x /data" in fstab.content
+
+
+def test_a_foreign_mount_on_mnt_is_named_never_unmounted():
+    facts = old_layout_facts(GP)
+    facts["mounts"][GP.mount] = {"fstype": "ext4", "source": "/dev/sdb1"}
+    plan = pm.plan_host(HOST, [GP], NAS, facts)
+    assert not any(isinstance(s, Run) and s.argv[0] in ("umount", "rmdir", "ln") and GP.mount in s.argv
+                   for s in plan.steps)
+    gate = next(p for p in plan.data["parts"][GP.name] if p["part"] == "gate")
+    assert "ext4 mount, not NFS: unmount it by hand" in gate["detail"]

@@ -3,8 +3,15 @@
 One machine-env on its Docker host is: a locked user and group `{machine}-{env}` with uid = gid = the
 SMEP uid and no admin groups; its own subordinate id range; linger, so its systemd user manager runs
 without a login; rootless Docker run by that manager, configured with the host's address pools and
-with an environment free of the NFS-backed XDG paths; the NFS mount `/mnt/{machine}-{env}` from one
-`/etc/fstab` line; and the XDG links in its home that point into the mount.
+with an environment free of the NFS-backed XDG paths; the NFS mount from one `/etc/fstab` line; and the
+XDG links in its home that point into the mount.
+
+The mount sits behind a gate. The export is all_squash to the machine-env's uid, so on the Docker host
+every account that reaches the mount acts as its owner there. It is therefore mounted at
+`/var/lib/tinsnip/mounts/{name}/nas`, below the gate `/var/lib/tinsnip/mounts/{name}`: a local directory
+owned by the machine user, mode 0700, that only that user and root can pass. `/mnt/{name}` is a symlink
+to the mount, so every path people and services use stays `/mnt/{name}/...`. A host with the old layout
+(the export mounted on the directory `/mnt/{name}` itself) is converged to the gate.
 
 Every part is read by a fact and judged by `assess_host`, which gives each part a state (ok, missing,
 drifted), a detail, and the steps that repair it. `plan_host` orders those steps into a HostPlan
@@ -24,7 +31,7 @@ from dataclasses import dataclass, field
 from ..errors import TinsnipError
 from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
-from ..smep import SUBID_COUNT, MachineEnv
+from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
@@ -121,7 +128,11 @@ def dropin(host: DockerHost) -> str:
 
 
 def fstab_line(m: MachineEnv, nas_address: str) -> str:
-    return f"{nas_address}:{m.nas_path} {m.mount} nfs4 {FSTAB_OPTIONS} 0 0"
+    return f"{nas_address}:{m.nas_path} {m.mount_point} nfs4 {FSTAB_OPTIONS} 0 0"
+
+
+def _stat(rc: int, out: str) -> str | None:
+    return out.strip() if rc == 0 and out.strip() else None
 
 
 def subid_line(m: MachineEnv) -> str:
@@ -192,6 +203,7 @@ def host_facts() -> list[Fact]:
         Fact("subgid", "cat /etc/subgid", _file),
         Fact("fstab", "cat /etc/fstab", _file),
         Fact("mounts", "findmnt -rn -o TARGET,FSTYPE,SOURCE", parse_mounts),
+        Fact("gates", f"stat -c %u:%g:%a {GATES}", _stat),
     ]
 
 
@@ -204,13 +216,16 @@ def machine_fact_command(m: MachineEnv) -> str:
     return f"""u={q(m.user)}; uid={m.uid}; h={q(m.home)}
 tl() {{ if [ -L "$1" ]; then printf 'L:%s' "$(readlink "$1")"; elif [ -e "$1" ]; then printf E; else printf A; fi; }}
 tf() {{ if [ -f "$1" ]; then base64 -w0 <"$1"; else printf -; fi; }}
+tp() {{ if [ -L "$1" ]; then printf 'L:%s' "$(readlink "$1")"; elif [ -d "$1" ]; then printf D; elif [ -e "$1" ]; then printf E; else printf A; fi; }}
 echo "pwstatus=$(passwd -S "$u" 2>/dev/null | cut -d' ' -f2)"
 echo "groups=$(id -nG "$u" 2>/dev/null)"
 echo "home=$(stat -c %u:%g "$h" 2>/dev/null)"
 echo "linger=$([ -e /var/lib/systemd/linger/"$u" ] && echo 1 || echo 0)"
 echo "manager=$(systemctl is-active "user@$uid.service" 2>/dev/null)"
 echo "bus=$([ -S /run/user/$uid/bus ] && echo 1 || echo 0)"
-echo "mntdir=$([ -d {q(m.mount)} ] && echo 1 || echo 0)"
+echo "mnt=$(tp {q(m.mount)})"
+echo "gate=$(stat -c %u:%g:%a {q(m.gate)} 2>/dev/null)"
+echo "mntdir=$([ -d {q(m.mount_point)} ] && echo 1 || echo 0)"
 {link_lines}
 echo "unit=$([ -f {q(unit_path(m))} ] && echo 1 || echo 0)"
 echo "daemon_json=$(tf {q(daemon_json_path(m))})"
@@ -309,12 +324,13 @@ def subid_file(path: str, host: str, text: str | None, machine_envs: list[Machin
 
 
 def fstab_file(text: str | None, machine_envs: list[MachineEnv], nas_address: str) -> tuple[dict[str, Part], Step]:
-    """One line per machine-env's mount point: replaced in place when it differs, duplicates dropped."""
+    """One line per machine-env's mount point: replaced in place when it differs, duplicates dropped. A line
+    for the old mount point `/mnt/{name}` (before the gate) counts as the machine-env's line and is replaced."""
     lines = (text or "").splitlines(keepends=True)
     parts: dict[str, Part] = {}
     out: list[str] = []
     placed: set[str] = set()
-    by_mount = {m.mount: m for m in machine_envs}
+    by_mount = {**{m.mount: m for m in machine_envs}, **{m.mount_point: m for m in machine_envs}}
 
     def field2(line: str) -> str | None:
         words = line.split()
@@ -324,38 +340,41 @@ def fstab_file(text: str | None, machine_envs: list[MachineEnv], nas_address: st
     for line in lines:
         mnt = field2(line)
         if mnt in by_mount:
-            seen.setdefault(mnt, []).append(line.rstrip("\n"))
+            seen.setdefault(by_mount[mnt].name, []).append(line.rstrip("\n"))
     for m in machine_envs:
         want = fstab_line(m, nas_address)
-        found = seen.get(m.mount, [])
+        found = seen.get(m.name, [])
         if found == [want] or [" ".join(x.split()) for x in found] == [want]:
             parts[m.name] = Part("/etc/fstab", OK, want)
         elif not found:
-            parts[m.name] = Part("/etc/fstab", MISSING, f"no /etc/fstab line for {m.mount}")
+            parts[m.name] = Part("/etc/fstab", MISSING, f"no /etc/fstab line for {m.mount_point}")
         elif len(found) > 1:
-            parts[m.name] = Part("/etc/fstab", DRIFTED, f"{len(found)} /etc/fstab lines for {m.mount}")
+            parts[m.name] = Part("/etc/fstab", DRIFTED, f"{len(found)} /etc/fstab lines for {m.mount_point}")
+        elif found[0].split()[1] == m.mount:
+            parts[m.name] = Part("/etc/fstab", DRIFTED, f"/etc/fstab mounts {m.mount} itself (old layout), "
+                                                        f"not {m.mount_point} behind the gate")
         else:
             parts[m.name] = Part("/etc/fstab", DRIFTED, f"/etc/fstab has '{found[0]}'")
     if all(p.state == OK for p in parts.values()):
-        return parts, Noop("/etc/fstab: lines for " + ", ".join(m.mount for m in machine_envs) + " in place")
+        return parts, Noop("/etc/fstab: lines for " + ", ".join(m.mount_point for m in machine_envs) + " in place")
     for line in lines:
         mnt = field2(line)
         if mnt in by_mount:
             m = by_mount[mnt]
             if parts[m.name].state == OK:
                 out.append(line)
-            elif mnt not in placed:
+            elif m.name not in placed:
                 out.append(fstab_line(m, nas_address) + "\n")
-            placed.add(mnt)
+            placed.add(m.name)
             continue
         out.append(line)
     if out and not out[-1].endswith("\n"):
         out[-1] += "\n"
     for m in machine_envs:
-        if m.mount not in placed:
+        if m.name not in placed:
             out.append(fstab_line(m, nas_address) + "\n")
     new = "".join(out)
-    changed = ", ".join(m.mount for m in machine_envs if parts[m.name].state != OK)
+    changed = ", ".join(m.mount_point for m in machine_envs if parts[m.name].state != OK)
     return parts, Upload("/etc/fstab", new, f"/etc/fstab: one line for {changed}", mode=0o644, owner="0:0",
                          old=text, expect=sha256(text))
 
@@ -417,24 +436,87 @@ def user_part(m: MachineEnv, host: str, facts: dict, mf: dict) -> Part:
     return Part("user", OK, f"user {m.user} ({m.uid}), locked, no admin groups")
 
 
-def _mounted(m: MachineEnv) -> str:
+def _mounted(path: str) -> str:
     """A shell test for "something is mounted there" that reads the mount table and never stats the
     mount point (a dead NFS or FUSE mount makes stat fail or hang)."""
-    return f"findmnt -rn --mountpoint {shlex.quote(m.mount)} >/dev/null"
+    return f"findmnt -rn --mountpoint {shlex.quote(path)} >/dev/null"
+
+
+GATES_STATE = "0:0:755"
+
+
+def gates_step(facts: dict) -> Step:
+    """The parent of every gate: root-owned 0755, so that each gate's own owner and mode decide."""
+    have = facts.get("gates")
+    if have == GATES_STATE:
+        return Noop(f"{GATES}: root-owned, 0755")
+    what = "missing" if have is None else f"{have.replace(':', ' ', 1).replace(':', ', mode ')}"
+    return Run(("sh", "-c", 'mkdir -p "$1" && chown 0:0 "$1" && chmod 0755 "$1"', "sh", GATES),
+               f"{GATES}: root-owned, 0755 (was {what})")
+
+
+def gate_part(m: MachineEnv, facts: dict, mf: dict) -> Part:
+    """The gate `/var/lib/tinsnip/mounts/{name}` (the machine user's, 0700) and the symlink `/mnt/{name}`
+    to the mount below it. The old layout (the export mounted on `/mnt/{name}` itself) is unmounted and
+    its empty directory replaced by the link; the mount stage then mounts the export behind the gate."""
+    steps: list[Step] = []
+    problems: list[str] = []
+    mounts = facts.get("mounts") or {}
+    if facts.get("gates") != GATES_STATE:
+        problems.append(f"{GATES} " + ("missing" if facts.get("gates") is None else "not root-owned 0755"))
+    gate, want = mf.get("gate") or "", f"{m.uid}:{m.gid}:700"
+    if not gate:
+        problems.append(f"no gate {m.gate}")
+        steps.append(Run(("install", "-d", "-m", "0700", "-o", str(m.uid), "-g", str(m.gid), m.gate),
+                         f"{m.name}: gate {m.gate}, passable by {m.user} and root only (0700)"))
+    elif gate != want:
+        owner, _, mode = gate.rpartition(":")
+        problems.append(f"gate {m.gate} is {owner} mode {mode}, not {m.uid}:{m.gid} mode 700")
+        steps.append(Run(("chown", f"{m.uid}:{m.gid}", m.gate), f"{m.name}: gate {m.gate} owned by {m.user}"))
+        steps.append(Run(("chmod", "0700", m.gate), f"{m.name}: gate {m.gate} passable by {m.user} and root only"))
+    have = mf.get("mnt") or "A"
+    if have != f"L:{m.mount_point}":
+        link = Run(("ln", "-sfnT", m.mount_point, m.mount), f"{m.name}: link {m.mount} → {m.mount_point}")
+        if m.mount in mounts and mounts[m.mount]["fstype"] not in NFS_TYPES:
+            problems.append(f"{m.mount} holds a {mounts[m.mount]['fstype']} mount, not NFS: unmount it by hand")
+        elif m.mount in mounts:
+            problems.append(f"old layout: the export is mounted on {m.mount} itself, open to every account on "
+                            f"the host")
+            steps.append(Run(("umount", m.mount), f"{m.name}: unmount {m.mount} (old layout; it moves behind "
+                                                  f"the gate)", unless=f"! {_mounted(m.mount)}"))
+            # rmdir, never rm -r: a directory that still holds anything is not ours to delete
+            steps.append(Run(("rmdir", m.mount), f"{m.name}: remove the empty directory {m.mount}"))
+            steps.append(link)
+        elif have == "D":
+            problems.append(f"{m.mount} is a directory, not a link to {m.mount_point}")
+            steps.append(Run(("rmdir", m.mount), f"{m.name}: remove the empty directory {m.mount}"))
+            steps.append(link)
+        elif have == "E":
+            problems.append(f"{m.mount} is a file, not a link to {m.mount_point}: move it away, then run again")
+        elif have == "A":
+            problems.append(f"no link {m.mount}")
+            steps.append(link)
+        else:
+            problems.append(f"{m.mount} → {have[2:]}, not {m.mount_point}")
+            steps.append(link)
+    if not problems:
+        return Part("gate", OK, f"{m.mount} → {m.mount_point}, behind {m.gate} ({m.user} only, 0700)")
+    missing_only = not gate and have == "A"
+    return Part("gate", MISSING if missing_only else DRIFTED, "; ".join(problems), steps)
 
 
 def mount_part(m: MachineEnv, facts: dict, mf: dict) -> Part:
-    mounted = (facts.get("mounts") or {}).get(m.mount)
+    mounted = (facts.get("mounts") or {}).get(m.mount_point)
     if mounted and mounted["fstype"] in NFS_TYPES:
-        return Part("mount", OK, f"{m.mount} mounted ({mounted['fstype']})")
+        return Part("mount", OK, f"{m.mount_point} mounted ({mounted['fstype']})")
     steps: list[Step] = []
     if mounted:
-        return Part("mount", DRIFTED, f"{m.mount} holds a {mounted['fstype']} mount, not NFS: unmount it by hand")
+        return Part("mount", DRIFTED, f"{m.mount_point} holds a {mounted['fstype']} mount, not NFS: unmount it by hand")
     if mf.get("mntdir") != "1":
-        steps.append(Run(("mkdir", "-p", m.mount), f"{m.name}: mount point {m.mount}"))
-    steps.append(Run(("mount", m.mount), f"{m.name}: mount {m.mount} (from /etc/fstab)",
-                     unless=_mounted(m)))
-    return Part("mount", MISSING, f"{m.mount} not mounted", steps)
+        steps.append(Run(("mkdir", "-p", m.mount_point), f"{m.name}: mount point {m.mount_point}"))
+    steps.append(Run(("mount", m.mount_point), f"{m.name}: mount {m.mount_point} (from /etc/fstab)",
+                     unless=_mounted(m.mount_point)))
+    return Part("mount", MISSING, f"{m.mount_point} not mounted", steps)
 
 
 def linger_part(m: MachineEnv, mf: dict) -> Part:
@@ -469,9 +551,13 @@ def _bridge_outside(bridge: str, pools: tuple[tuple[str, int], ...]) -> list[str
     return bad
 
 
-def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> Part:
+def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mount_moves: bool = False) -> Part:
     """Rootless Docker for the user: config written, unit installed by the upstream tool, enabled, running,
-    answering `docker info` as rootless, its networks in the pools, its environment free of XDG paths."""
+    answering `docker info` as rootless, its networks in the pools, its environment free of XDG paths.
+
+    `mount_moves`: the mount moves behind the gate in this plan (old layout). A running daemon is then
+    restarted after the move: its own mount namespace (rootlesskit's) need not receive the new mount,
+    and binds below /mnt/{name} would find the gate's empty mount point."""
     steps: list[Step] = []
     problems: list[str] = []
     want_json = daemon_json(host)
@@ -511,7 +597,8 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> 
     enabled = mf.get("enabled") == "enabled"
     info = mf.get("info") or ""
     rootless = active and "name=rootless" in info
-    xdg_bad = [v for v in (mf.get("dockerd_xdg") or "").split() if v.split("=", 1)[-1].startswith("/mnt/")]
+    xdg_bad = [v for v in (mf.get("dockerd_xdg") or "").split()
+               if v.split("=", 1)[-1].startswith(("/mnt/", GATES + "/"))]
     bridge_bad = _bridge_outside(mf.get("bridge") or "", host.address_pools) if active else []
     restart = False
     if dropin_changed:
@@ -524,6 +611,9 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool) -> 
         restart = True
     if bridge_bad:
         problems.append("bridge network " + ", ".join(bridge_bad) + " outside the address pools")
+        restart = True
+    if mount_moves and active:
+        problems.append("the mount moves behind the gate: the daemon restarts to see it")
         restart = True
     if not enabled:
         problems.append("not enabled")
@@ -576,7 +666,7 @@ def links_part(m: MachineEnv, mf: dict) -> Part:
 @dataclass
 class HostAssessment:
     parts: dict[str, list[Part]]  # machine-env name → its parts, in order
-    shared: list[Step]  # subuid, subgid (before users), fstab (before mounts)
+    shared: list[Step]  # subuid, subgid (before users), fstab and the gates' parent (before mounts)
 
 
 def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostAssessment:
@@ -589,27 +679,30 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
         user = user_part(m, host.name, facts, mf)
         linger = linger_part(m, mf)
         user_ready = user.state == OK and linger.state == OK
+        old = (facts.get("mounts") or {}).get(m.mount)
+        mount_moves = bool(old) and old["fstype"] in NFS_TYPES  # the old layout, moved behind the gate now
         parts[m.name] = [
             user,
             subuid_parts[m.name],
             subgid_parts[m.name],
             fstab_parts[m.name],
+            gate_part(m, facts, mf),
             mount_part(m, facts, mf),
             linger,
-            docker_part(m, host, mf, user_ready),
+            docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
         ]
-    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step])
+    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)])
 
 
-STAGES = ("user", "mount", "linger", "docker", "links")
+STAGES = ("user", "gate", "mount", "linger", "docker", "links")
 
 
 def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
     """The steps that bring every machine-env of this host to its desired state, in dependency order:
-    subordinate ids, users, fstab, mounts, linger, rootless Docker, links."""
+    subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links."""
     a = assess_host(host, machine_envs, nas_address, facts)
-    subuid_step, subgid_step, fstab_step = a.shared
+    subuid_step, subgid_step, fstab_step, gates = a.shared
     steps: list[Step] = [subuid_step, subgid_step]
 
     def stage(name: str) -> None:
@@ -619,6 +712,7 @@ def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str
 
     stage("user")
     steps.append(fstab_step)
+    steps.append(gates)
     for name in STAGES[1:]:
         stage(name)
     data = {"parts": {name: [p.describe() for p in parts] for name, parts in a.parts.items()},
@@ -638,7 +732,8 @@ def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_a
 
 def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) -> HostPlan:
     """Take a machine-env off its Docker host: containers and rootless Docker stopped, linger off, the
-    mount and its fstab line gone, subordinate ids and the user removed. NAS data is not touched here."""
+    mount, the link /mnt/{name}, the gate and the fstab line gone, subordinate ids and the user removed.
+    NAS data is not touched here (every directory goes by rmdir, never rm -r)."""
     mf = facts.get(f"me:{m.name}") or {}
     passwd, group = facts.get("passwd") or {}, facts.get("group") or {}
     u = passwd.get(m.user)
@@ -655,22 +750,31 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
         steps.append(Run(("loginctl", "disable-linger", m.user), f"{m.name}: linger off for {m.user}"))
     if mf.get("manager") == "active" or mf.get("dockerd"):
         steps.append(Run(("systemctl", "stop", f"user@{m.uid}.service"), f"{m.name}: stop the user manager of {m.user}"))
-    if m.mount in (facts.get("mounts") or {}):
-        # before the sweep of the user's processes: an NFS client helper may run as the squashed uid
-        steps.append(Run(("umount", m.mount), f"{m.name}: unmount {m.mount}", unless=f"! {_mounted(m)}"))
+    mounts = facts.get("mounts") or {}
+    for path in (m.mount_point, m.mount):  # the gate's mount, or the old layout's on /mnt/{name}
+        if path in mounts:
+            # before the sweep of the user's processes: an NFS client helper may run as the squashed uid
+            steps.append(Run(("umount", path), f"{m.name}: unmount {path}", unless=f"! {_mounted(path)}"))
     if u is not None:
         steps.append(Run(("sh", "-c", 'for i in $(seq 50); do pgrep -u "$1" >/dev/null || exit 0; sleep 0.1; done; '
                                       'pkill -KILL -u "$1"; sleep 0.5; exit 0', "sh", str(m.uid)),
                          f"{m.name}: no processes of {m.user} left"))
-    if mf.get("mntdir") == "1" or m.mount in (facts.get("mounts") or {}):
+    have = mf.get("mnt") or "A"
+    if have.startswith("L:"):
+        steps.append(Run(("rm", "-f", m.mount), f"{m.name}: remove the link {m.mount}"))
+    elif have == "D" or m.mount in mounts:
         # rmdir, never rm -r: a directory that still holds anything is not ours to delete
-        steps.append(Run(("rmdir", m.mount), f"{m.name}: remove the empty mount point {m.mount}"))
+        steps.append(Run(("rmdir", m.mount), f"{m.name}: remove the empty directory {m.mount}"))
+    if mf.get("mntdir") == "1" or m.mount_point in mounts:
+        steps.append(Run(("rmdir", m.mount_point), f"{m.name}: remove the empty mount point {m.mount_point}"))
+    if mf.get("gate"):
+        steps.append(Run(("rmdir", m.gate), f"{m.name}: remove the gate {m.gate}"))
     text = facts.get("fstab")
     lines = (text or "").splitlines(keepends=True)
-    kept = [line for line in lines if not (len(line.split()) >= 2 and line.split()[1] == m.mount
+    kept = [line for line in lines if not (len(line.split()) >= 2 and line.split()[1] in (m.mount, m.mount_point)
                                            and not line.lstrip().startswith("#"))]
     if len(kept) != len(lines):
-        steps.append(Upload("/etc/fstab", "".join(kept), f"{m.name}: drop the /etc/fstab line of {m.mount}",
+        steps.append(Upload("/etc/fstab", "".join(kept), f"{m.name}: drop the /etc/fstab line of {m.mount_point}",
                             owner="0:0", old=text, expect=sha256(text)))
     for path, key in (("/etc/subuid", "subuid"), ("/etc/subgid", "subgid")):
         text = facts.get(key)

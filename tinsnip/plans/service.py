@@ -347,7 +347,7 @@ def deploy_facts(d: Deploy, ssh_user: str) -> list[Fact]:
     q = shlex.quote
     facts = [
         Fact("uid", f"id -u -- {q(m.user)}", _uid),
-        Fact("mounted", f"mountpoint -q {q(m.mount)}", lambda rc, out: rc == 0),
+        Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("machine_env", machine_env_path(m)),
         file_fact("ports", ports_path(m)),
         Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs()])
@@ -520,7 +520,7 @@ def project_facts(m: MachineEnv, service: str) -> list[Fact]:
     q = shlex.quote
     return [
         Fact("uid", f"id -u -- {q(m.user)}", _uid),
-        Fact("mounted", f"mountpoint -q {q(m.mount)}", lambda rc, out: rc == 0),
+        Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("ports", ports_path(m)),
         Fact("dirs", "for d in " + " ".join(q(p) for p in (service_dir(m, service), data_dir(m, service)))
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
@@ -594,7 +594,7 @@ def status_facts(m: MachineEnv) -> list[Fact]:
     q = shlex.quote
     return [
         Fact("uid", f"id -u -- {q(m.user)}", _uid),
-        Fact("mounted", f"mountpoint -q {q(m.mount)}", lambda rc, out: rc == 0),
+        Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("ports", ports_path(m)),
         Fact("deployed", f"cd {q(m.mount + '/service')} 2>/dev/null && for d in *; do "
                          f'[ -f "$d/{OVERRIDE_NAME}" ] && printf "%s\\n" "$d"; done; true', _lines),

@@ -80,7 +80,7 @@ def info(c, opts, service=None, env=None, offline=False, number=None):
              f"  ports     {m.ports[0]}–{m.ports[-1]} (TIN_PORT_0 … TIN_PORT_9)",
              f"  user      {m.user} (home {m.home})",
              f"  NAS path  {m.nas_path}",
-             f"  mount     {m.mount}",
+             f"  mount     {m.mount} → {m.mount_point} (behind the gate {m.gate})",
              f"  docker    {m.docker_host}",
              *[f"  note: {n}" for n in notes]]
     emit(opts, data, lines)
@@ -306,6 +306,7 @@ FIX_HINT = {
     "/etc/subuid": "machine.create",
     "/etc/subgid": "machine.create",
     "/etc/fstab": "machine.create",
+    "gate": "machine.create",
     "mount": "machine.create",
     "linger": "machine.create",
     "docker": "machine.create",
