@@ -17,7 +17,7 @@ import traceback
 from invoke import task
 from invoke.exceptions import Exit
 
-from .. import config
+from .. import config, smep
 from ..errors import InputError, TinsnipError
 
 COMMON_HELP = {
@@ -111,6 +111,21 @@ def require(value, flag: str) -> str:
     if value is None or value == "":
         raise InputError(f"--{flag} is required")
     return value
+
+
+def machine_env_flags(service, env, number=None, host=None) -> tuple[str, str, int | None]:
+    """--service, --env, --number and --host, checked before anything is read or any connection opened
+    (exit 2 naming the rule). Returns (machine, env, pinned number or None)."""
+    machine = smep.check_name(require(service, "service"), "machine")
+    env = smep.check_env(require(env, "env"))
+    smep.user_name(machine, env)
+    pinned = smep.check_machine_number(number) if number is not None else None
+    reserved = smep.RESERVED_MACHINES.get(machine)
+    if pinned is not None and reserved is not None and pinned != reserved:
+        raise InputError(f"machine {machine!r} is reserved with number {reserved:02d}")
+    if host is not None:
+        smep.check_name(host, "Docker host")
+    return machine, env, pinned
 
 
 def confirm(opts: Opts, question: str) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from .. import smep
 from ..errors import InputError, TinsnipError
-from .common import confirm, emit, finish, require, tin_task
+from .common import confirm, emit, finish, machine_env_flags, tin_task
 
 MACHINE_HELP = {
     "service": "machine (service) name, e.g. gazette",
@@ -23,8 +21,6 @@ def offline_numbers(sheet: str, machine: str, number) -> tuple[int, int, list[st
     notes.append(f"offline: sheet {sheet!r} → {sheet_number} by the hash rule, not read from the sheet registry")
     if number is not None:
         machine_number = smep.check_machine_number(number)
-        if machine in smep.RESERVED_MACHINES and machine_number != smep.RESERVED_MACHINES[machine]:
-            raise smep.InputError(f"machine {machine!r} is reserved with number {smep.RESERVED_MACHINES[machine]:02d}")
         notes.append(f"offline: machine number {machine_number:02d} from --number")
     elif machine in smep.RESERVED_MACHINES:
         machine_number = smep.RESERVED_MACHINES[machine]
@@ -44,11 +40,7 @@ def offline_numbers(sheet: str, machine: str, number) -> tuple[int, int, list[st
 })
 def info(c, opts, service=None, env=None, offline=False, number=None):
     """Show a machine-env's numbers: UID, ports, user, NAS path, mount."""
-    machine = smep.check_name(require(service, "service"), "machine")
-    env = smep.check_env(require(env, "env"))
-    smep.user_name(machine, env)
-    if number is not None:
-        smep.check_machine_number(number)
+    machine, env, _ = machine_env_flags(service, env, number)
     if offline:
         from .. import config
 
@@ -88,25 +80,16 @@ def info(c, opts, service=None, env=None, offline=False, number=None):
 
 # -- shared by create, station, apply, remove ----------------------------------------------------
 
-def _target(machine, env, number=None) -> tuple[str, str, int | None]:
-    machine = smep.check_name(require(machine, "service"), "machine")
-    env = smep.check_env(require(env, "env"))
-    smep.user_name(machine, env)
-    pinned = smep.check_machine_number(number) if number is not None else None
-    if pinned is not None and machine in smep.RESERVED_MACHINES and pinned != smep.RESERVED_MACHINES[machine]:
-        raise InputError(f"machine {machine!r} is reserved with number {smep.RESERVED_MACHINES[machine]:02d}")
-    return machine, env, pinned
-
-
 def catalog_warning(sheet: str, machine: str) -> str | None:
     """SPEC §8: warn (and carry on) when the service catalog has no service named after the machine."""
     if machine == "station":
         return None
-    places = [p for p in (os.environ.get("SERVICE_PATH"), str(Path.home() / ".local" / "opt" / f"{sheet}.service"),
-                          "service") if p]
-    if any((Path(p) / machine).is_dir() for p in places):
+    from ..catalog import candidates
+
+    places = [path for _, path in candidates(sheet)]
+    if any((p / machine).is_dir() for p in places):
         return None
-    return (f"warning: no catalog service named {machine!r} in {', '.join(places)}; the machine-env is created "
+    return (f"warning: no catalog service named {machine!r} in {', '.join(map(str, places))}; the machine-env is created "
             f"anyway (install the catalog with `tin service.catalog-install`)")
 
 
@@ -140,10 +123,8 @@ def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict
 
 
 def _create(opts, machine, env, host, number):
-    machine, env, pinned = _target(machine, env, number)
+    machine, env, pinned = machine_env_flags(machine, env, number, host)
     settings = opts.settings()
-    if host is not None:
-        smep.check_name(host, "Docker host")
     placed = settings.inventory.placement(machine, env, host)
     warning = catalog_warning(settings.sheet, machine)
     if warning and not opts.json:
@@ -200,10 +181,8 @@ def remove(c, opts, service=None, env=None, delete_data=False, host=None):
     from ..plans import nas as nas_plans
     from ..plans import registry
 
-    machine, env, _ = _target(service, env)
+    machine, env, _ = machine_env_flags(service, env, host=host)
     settings = opts.settings()
-    if host is not None:
-        smep.check_name(host, "Docker host")
     placed = settings.inventory.placement(machine, env, host)
     name = smep.user_name(machine, env)
     if delete_data:
@@ -232,9 +211,7 @@ def _inventory_targets(settings, service, env, host=None) -> list[tuple[str, str
         if not keys:
             raise InputError(f"the inventory {inv.path} lists no machines: name one with --service and --env")
         return [(*smep.parse_machine_env(k), inv.placement(*smep.parse_machine_env(k))) for k in keys]
-    machine, env, _ = _target(service, env)
-    if host is not None:
-        smep.check_name(host, "Docker host")
+    machine, env, _ = machine_env_flags(service, env, host=host)
     return [(machine, env, inv.placement(machine, env, host))]
 
 

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 from .. import smep
 from ..errors import InputError
-from .common import emit, finish, gather_nas, require, tin_task
+from .common import emit, finish, gather_nas, machine_env_flags, tin_task
 
 MACHINE_HELP = {
     "service": "machine (service) name, e.g. gazette",
     "env": "environment: " + ", ".join(smep.ENVS),
 }
-
-
-def machine_env_args(service, env, number=None) -> tuple[str, str, int | None]:
-    machine = smep.check_name(require(service, "service"), "machine")
-    env = smep.check_env(require(env, "env"))
-    smep.user_name(machine, env)
-    return machine, env, (smep.check_machine_number(number) if number is not None else None)
-
-
-def check_host_flag(host) -> None:
-    if host is not None:
-        smep.check_name(host, "Docker host")
 
 
 @tin_task(help={**MACHINE_HELP,
@@ -37,8 +25,7 @@ def setup(c, opts, service=None, env=None, host=None, number=None):
     """Create a machine-env's tree and NFS export on the NAS (registering it if new)."""
     from ..plans.nas import nas_job
 
-    machine, env, number = machine_env_args(service, env, number)
-    check_host_flag(host)
+    machine, env, number = machine_env_flags(service, env, number, host)
     settings = opts.settings()
     client = settings.inventory.placement(machine, env, host).nfs_client
     job = nas_job(settings, [(machine, env, [client])], pins={machine: number} if number is not None else None)
@@ -58,8 +45,7 @@ def unexport(c, opts, service=None, env=None, host=None):
     """Remove a machine-env's export lines from /etc/exports; its data stays."""
     from ..plans.nas import nas_remove_job
 
-    machine, env, _ = machine_env_args(service, env)
-    check_host_flag(host)
+    machine, env, _ = machine_env_flags(service, env, host=host)
     settings = opts.settings()
     if host:
         clients = [settings.inventory.placement(machine, env, host).nfs_client]

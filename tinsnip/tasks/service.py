@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import catalog as catalog_mod
 from .. import smep
 from ..errors import InputError, RemoteError
-from .common import confirm, emit, finish, require, tin_task
+from .common import confirm, emit, finish, machine_env_flags, tin_task
 
 TARGET_HELP = {
     "service": "machine (service) name, e.g. gazette",
@@ -35,12 +35,8 @@ def _local_sheet(opts) -> str:
 
 def _names(service, env, catalog_service, host) -> tuple[str, str, str]:
     """Check every name before anything is read or any connection is opened (exit 2)."""
-    machine = smep.check_name(require(service, "service"), "machine")
-    env = smep.check_env(require(env, "env"))
-    smep.user_name(machine, env)
+    machine, env, _ = machine_env_flags(service, env, host=host)
     cs = smep.check_name(catalog_service, "catalog service") if catalog_service is not None else machine
-    if host is not None:
-        smep.check_name(host, "Docker host")
     return machine, env, cs
 
 
