@@ -20,6 +20,8 @@ PACKAGES=(
     openssh-server openssh-client nfs-kernel-server docker.io rootlesskit slirp4netns uidmap
     dbus-user-session fuse-overlayfs fuse3 bindfs busybox-static systemd systemd-sysv dbus libpam-systemd
     iproute2 util-linux sudo git procps psmisc iptables python3 ca-certificates curl
+    # the lab's registry, its TLS, the images built from Debian's packages, the NAS's Btrfs volume
+    docker-registry openssl mmdebstrap umoci skopeo btrfs-progs e2fsprogs
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
