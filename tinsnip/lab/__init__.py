@@ -743,16 +743,23 @@ def _write_env(lab: Lab, password: str, registry_password: str) -> None:
                 f"{reg.USER_VAR}={reg.USER}\n{reg.PASSWORD_VAR}={registry_password}\n")
 
 
-def _inventory_knows_registries() -> bool:
+def _inventory_knows_registries(ca: Path | None = None) -> bool:
     """Whether this tinsnip's inventory accepts `registry_mirrors` and `registry_cas` per Docker host
-    (older ones refuse unknown keys, so the lab leaves them out there)."""
-    import dataclasses
+    (an older one refuses unknown keys, so the lab leaves them out there). Asked by loading a lab
+    inventory that has them."""
+    import tempfile
 
     from .. import inventory
 
-    cls = getattr(inventory, "DockerHost", None)
-    return cls is not None and dataclasses.is_dataclass(cls) and \
-        {"registry_mirrors", "registry_cas"} <= {f.name for f in dataclasses.fields(cls)}
+    with tempfile.TemporaryDirectory() as d:
+        probe = Path(d) / "hosts.yaml"
+        probe.write_text(inventory_text(d, 0, registries=True))
+        (Path(d) / reg.CA_FILE).write_bytes(ca.read_bytes() if ca and ca.exists() else b"")
+        try:
+            inventory.load(probe)
+        except TinsnipError:
+            return False
+    return True
 
 
 def inventory_text(lab_dir: Path | str, lab_id: int = 0, *, registries: bool | None = None) -> str:
@@ -760,7 +767,7 @@ def inventory_text(lab_dir: Path | str, lab_id: int = 0, *, registries: bool | N
     when this tinsnip's inventory knows these keys)."""
     lab = _lab(lab_dir, lab_id)
     if registries is None:
-        registries = _inventory_knows_registries()
+        registries = _inventory_knows_registries(lab.registry_ca)
     out = [
         "# tinsnip lab inventory, written by `inv lab.up` (do not edit: lab.up rewrites it)",
         "sheet: dynamicalsystem",
@@ -801,7 +808,8 @@ def inventory_text(lab_dir: Path | str, lab_id: int = 0, *, registries: bool | N
 
 
 def _write_inventory(lab: Lab) -> None:
-    lab.inventory.write_text(inventory_text(lab.dir, lab.id))
+    lab.inventory.write_text(inventory_text(lab.dir, lab.id,
+                                            registries=_inventory_knows_registries(lab.registry_ca)))
 
 
 # --- down ------------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def wait(lab_dir: Path, lab_id: int, timeout: float = 20) -> float:
                     from . import LabError
 
                     log = (lab_dir / "registry" / f"registry-{port}.log").read_text(errors="replace")[-1500:]
-                    raise LabError(f"the lab registry did not answer on {addr(lab_id)}:{port} in {timeout:.0f} s:\n{log}")
+                    raise LabError(f"the lab registry did not answer on {addr(lab_id)}:{port} in {timeout:.0f} s:\n{log}") from None
                 time.sleep(0.05)
     return time.monotonic() - t0
 
