@@ -1,0 +1,104 @@
+"""What the lab models beyond plain hosts: its registry (TLS, the Docker Hub mirror, a private
+registry with a login), the NAS's Btrfs volume, loop devices and shared mounts on the Docker hosts,
+reboots that keep a host's disk and rebuilt hosts that come back empty with a new host key."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tinsnip import lab as labmod
+from tinsnip.lab import registry as reg
+
+pytestmark = pytest.mark.lab
+
+
+def _catalog(url: str, ctx: ssl.SSLContext) -> dict:
+    with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+        return json.load(r)
+
+
+def test_registry_answers_over_tls_with_the_lab_ca_only(lab):
+    url = f"https://{reg.open_registry(lab.id)}/v2/_catalog"
+    with_ca = ssl.create_default_context(cafile=str(lab.dir / reg.CA_FILE))
+    repos = _catalog(url, with_ca)["repositories"]
+    assert {"lab/busybox", "library/busybox"} <= set(repos)
+    assert "private/busybox" not in repos  # only on the private registry
+    with pytest.raises(urllib.error.URLError) as err:
+        _catalog(url, ssl.create_default_context())
+    assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
+
+    # docker1's rootful daemon trusts it through /etc/docker/certs.d/HOST:PORT/ca.crt, read live.
+    image = f"{reg.open_registry(lab.id)}/lab/busybox:1"
+    r = lab.ssh("docker1", f"docker pull -q {image} && docker run --rm {image} echo pulled-over-tls")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "pulled-over-tls"
+    certs = f"/etc/docker/certs.d/{reg.open_registry(lab.id)}"
+    r = lab.ssh("docker1", f"mv {certs} {certs}.off; docker rmi -f {image} >/dev/null; docker pull {image}; "
+                           f"rc=$?; mv {certs}.off {certs}; exit $rc")
+    assert r.rc != 0 and "x509: certificate signed by unknown authority" in r.stderr, r.stderr
+
+
+def test_a_docker_hub_name_resolves_through_the_mirror(lab):
+    r = lab.ssh("docker1", "docker info --format '{{json .RegistryConfig.Mirrors}}'")
+    assert r.rc == 0 and json.loads(r.stdout) == [f"https://{reg.open_registry(lab.id)}/"], r.stdout + r.stderr
+    r = lab.ssh("docker1", "docker rmi -f busybox >/dev/null 2>&1; docker pull -q busybox && "
+                           "docker run --rm busybox echo from-the-mirror && "
+                           "docker image inspect -f '{{index .RepoDigests 0}}' busybox")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.splitlines()[-2] == "from-the-mirror"
+    assert r.stdout.splitlines()[-1].startswith("busybox@sha256:")
+    # A name the mirror does not hold goes nowhere, and says so at once (no DNS stall, no way out).
+    t0 = time.monotonic()
+    r = lab.ssh("docker1", "docker pull tinsnip-lab/not-in-the-mirror:1")
+    assert r.rc != 0 and time.monotonic() - t0 < 8, r.stderr
+
+
+def test_the_private_registry_needs_the_login(lab):
+    user, password = lab.env[reg.USER_VAR], lab.env[reg.PASSWORD_VAR]
+    assert password and password not in lab.inventory.read_text()
+    image = f"{reg.private_registry(lab.id)}/{labmod.PRIVATE_IMAGE}"
+    r = lab.ssh("docker1", f"docker pull {image}")
+    assert r.rc != 0 and "no basic auth credentials" in r.stderr, r.stderr
+    r = lab.ssh("docker1", f"docker login -u {user} --password-stdin {reg.private_registry(lab.id)} && "
+                           f"docker pull -q {image}; rc=$?; docker logout {reg.private_registry(lab.id)}; exit $rc",
+                input=password + "\n")
+    assert r.rc == 0, r.stderr
+    assert password not in r.stdout + r.stderr
+    r = lab.ssh("docker1", f"echo wrong | docker login -u {user} --password-stdin {reg.private_registry(lab.id)}")
+    assert r.rc != 0 and "unauthorized" in r.stderr.lower(), r.stderr
+
+
+def test_the_nas_volume_is_btrfs_with_real_snapshots(lab):
+    r = lab.ssh("nas", "findmnt -n -o FSTYPE /volume1")
+    assert r.rc == 0 and r.stdout.strip() == "btrfs", r.stdout + r.stderr
+    r = lab.ssh("nas", "cd /volume1 && btrfs subvolume create smoke-sv >/dev/null && echo v1 > smoke-sv/f && "
+                       "mkdir -p -m 700 .snapshots && btrfs subvolume snapshot -r smoke-sv .snapshots/smoke-sv-T1 "
+                       ">/dev/null && echo v2 > smoke-sv/f && btrfs subvolume list /volume1")
+    assert r.rc == 0, r.stderr
+    paths = [line.split()[-1] for line in r.stdout.splitlines()]
+    assert "smoke-sv" in paths and ".snapshots/smoke-sv-T1" in paths
+    r = lab.ssh("nas", "cat /volume1/.snapshots/smoke-sv-T1/f; touch /volume1/.snapshots/smoke-sv-T1/g")
+    assert r.stdout.strip() == "v1" and "Read-only file system" in r.stderr
+    # The Docker hosts' NFS stand-in sees the same filesystem, live.
+    r = lab.ssh("docker1", "cat /.lab/nas-volume1/smoke-sv/f /.lab/nas-volume1/.snapshots/smoke-sv-T1/f")
+    assert r.rc == 0 and r.stdout.split() == ["v2", "v1"], r.stderr
+    # One loop device backs it (a lab.up before this one left none behind).
+    r = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", str(lab.layout.volume_image)], capture_output=True,
+                       text=True)
+    assert len(r.stdout.split()) == 1, r.stdout
+
+
+def test_docker_hosts_have_loop_devices_and_a_shared_root(lab):
+    r = lab.ssh("docker1", "findmnt -n -o PROPAGATION /; truncate -s 64M /root/disk.img && "
+                           "mkfs.ext4 -q -F /root/disk.img && L=$(losetup -f --show /root/disk.img) && "
+                           "mkdir -p /mnt/disk && mount $L /mnt/disk && findmnt -n -o FSTYPE /mnt/disk && "
+                           "umount /mnt/disk && losetup -d $L && rm /root/disk.img")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == ["shared", "ext4"]
