@@ -33,6 +33,7 @@ from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
 from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
+from . import boot
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "docker")  # docker: its socket is root on the host
@@ -256,7 +257,7 @@ def parse_machine(rc: int, out: str) -> dict:
 
 
 def facts_for(machine_envs: list[MachineEnv]) -> list[Fact]:
-    return host_facts() + [machine_fact(m) for m in machine_envs]
+    return host_facts() + [machine_fact(m) for m in machine_envs] + boot.facts(machine_envs)
 
 
 # -- assessment --------------------------------------------------------------------------------
@@ -667,6 +668,7 @@ def links_part(m: MachineEnv, mf: dict) -> Part:
 class HostAssessment:
     parts: dict[str, list[Part]]  # machine-env name → its parts, in order
     shared: list[Step]  # subuid, subgid (before users), fstab and the gates' parent (before mounts)
+    boot_unit: Step | None = None  # the storage template unit (boot.py), once per host
 
 
 def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostAssessment:
@@ -674,6 +676,7 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
     subgid_parts, subgid_step = subid_file("/etc/subgid", host.name, facts.get("subgid"), machine_envs)
     fstab_parts, fstab_step = fstab_file(facts.get("fstab"), machine_envs, nas_address)
     parts: dict[str, list[Part]] = {}
+    boot_unit, boot_parts = boot.assess(machine_envs, facts)
     for m in machine_envs:
         mf = facts.get(f"me:{m.name}") or {}
         user = user_part(m, host.name, facts, mf)
@@ -691,11 +694,12 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             linger,
             docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
+            Part("boot", *boot_parts[m.name]),
         ]
-    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)])
+    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)], boot_unit)
 
 
-STAGES = ("user", "gate", "mount", "linger", "docker", "links")
+STAGES = ("user", "gate", "mount", "linger", "docker", "links", "boot")
 
 
 def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
@@ -713,8 +717,13 @@ def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str
     stage("user")
     steps.append(fstab_step)
     steps.append(gates)
-    for name in STAGES[1:]:
+    for name in STAGES[1:-1]:
         stage(name)
+    # boot order: the storage template, each user manager's drop-in, one reload if any changed
+    before = len(steps)
+    steps.append(a.boot_unit)
+    stage("boot")
+    steps.append(boot.reload_step(any(isinstance(s, Upload) for s in steps[before:])))
     data = {"parts": {name: [p.describe() for p in parts] for name, parts in a.parts.items()},
             "machine_envs": [m.name for m in machine_envs]}
     return HostPlan(host.name, steps, data)
@@ -783,6 +792,7 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
         if len(kept) != len(lines):
             steps.append(Upload(path, "".join(kept), f"{m.name}: drop the {path} range of {m.user}",
                                 owner="0:0", old=text, expect=sha256(text)))
+    steps.extend(boot.remove_steps(m, facts))
     if u is not None:
         steps.append(Run(("userdel", "-r", m.user), f"{m.name}: remove user {m.user} and its home"))
     elif mf.get("home"):
