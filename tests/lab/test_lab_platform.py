@@ -109,7 +109,7 @@ def test_a_rebooted_docker_host_comes_back_with_its_disk(lab):
                                 "loginctl enable-linger rebooter && touch /run/gone /tmp/gone && "
                                 "mkdir -p /mnt/gone && mount -t tmpfs gone /mnt/gone && "
                                 "mkdir -p /srv/www && echo page > /srv/www/index.html && "
-                                "docker run -d --restart=always --name rebooted -v /srv/www:/var/www lab/busybox:1 "
+                                "docker run -d --restart=always --stop-timeout 1 --name rebooted -v /srv/www:/var/www lab/busybox:1 "
                                 "httpd -f -p 80 -h /var/www >/dev/null && cat /proc/1/stat | cut -d' ' -f22")
     assert before.rc == 0, before.stderr
     r = lab.tin("lab.reboot", "--host=docker1", "--json")
