@@ -102,3 +102,79 @@ def test_docker_hosts_have_loop_devices_and_a_shared_root(lab):
                            "umount /mnt/disk && losetup -d $L && rm /root/disk.img")
     assert r.rc == 0, r.stderr
     assert r.stdout.split() == ["shared", "ext4"]
+
+
+def test_a_rebooted_docker_host_comes_back_with_its_disk(lab):
+    before = lab.ssh("docker1", "echo kept > /etc/tinsnip-reboot-marker && useradd -m rebooter && "
+                                "loginctl enable-linger rebooter && touch /run/gone /tmp/gone && "
+                                "mkdir -p /mnt/gone && mount -t tmpfs gone /mnt/gone && "
+                                "mkdir -p /srv/www && echo page > /srv/www/index.html && "
+                                "docker run -d --restart=always --stop-timeout 1 --name rebooted -v /srv/www:/var/www lab/busybox:1 "
+                                "httpd -f -p 80 -h /var/www >/dev/null && cat /proc/1/stat | cut -d' ' -f22")
+    assert before.rc == 0, before.stderr
+    r = lab.tin("lab.reboot", "--host=docker1", "--json")
+    assert r.rc == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["host"] == "docker1" and info["disk"] == "kept" and info["timings"]["total"] < 30, info
+    after = lab.ssh("docker1", "cat /etc/tinsnip-reboot-marker; id -un rebooter; "
+                               "systemctl is-active user@$(id -u rebooter).service; "
+                               "ls /run/gone /tmp/gone 2>&1 | wc -l; mountpoint -q /mnt/gone || echo not-mounted; "
+                               "docker inspect -f '{{.State.Running}}' rebooted; cat /proc/1/stat | cut -d' ' -f22")
+    assert after.rc == 0, after.stderr
+    marker, user, manager, missing, mounted, running, started = after.stdout.split()
+    assert (marker, user, manager) == ("kept", "rebooter", "active")  # /etc, users and linger stay
+    assert (missing, mounted) == ("2", "not-mounted")  # /run, /tmp and mounts do not
+    assert running == "true"  # /var/lib/docker stays: the restart policy brings the container back
+    assert started != before.stdout.split()[-1]  # a new PID 1: the host really booted again
+    lab.ssh("docker1", "docker rm -f rebooted; userdel -r rebooter")
+
+
+def test_a_rebooted_nas_rebuilds_its_export_table_from_etc_exports(lab):
+    c = lab.addr["docker1"]
+    r = lab.ssh("nas", f"mkdir -p /volume1/rb/a /volume1/rb/b && echo data > /volume1/rb/a/f && "
+                       f"cp /etc/exports /etc/exports.rb && "
+                       f"printf '/volume1/rb/a\\t{c}(rw,sync,no_subtree_check,all_squash)\\n' >> /etc/exports && "
+                       f"exportfs -o rw,sync,no_subtree_check {c}:/volume1/rb/b && cut -f1 /var/lib/nfs/etab")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == ["/volume1/rb/b"]  # /etc/exports not applied yet, b only in the table
+    try:
+        r = lab.tin("lab.reboot", "--host=nas", "--json")
+        assert r.rc == 0, r.stderr
+        r = lab.ssh("nas", "cut -f1 /var/lib/nfs/etab; cat /volume1/rb/a/f")
+        assert r.stdout.split() == ["/volume1/rb/a", "data"], r.stdout + r.stderr
+        # The admin still logs in, with the same host key and sudo password.
+        r = lab.ssh("nas", "sudo -S -p '' true", user="admin", input=lab.sudo_password + "\n")
+        assert r.rc == 0, r.stderr
+    finally:
+        lab.ssh("nas", "mv /etc/exports.rb /etc/exports && exportfs -ra && rm -rf /volume1/rb")
+
+
+def test_a_rebuilt_host_comes_back_empty_with_a_new_key_tinsnip_refuses_until_trusted(lab):
+    r = lab.ssh("docker2", "useradd -m tinsnip-was-here && docker pull -q busybox >/dev/null && "
+                           "touch /var/lib/docker/tinsnip-was-here && "
+                           "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+    assert r.rc == 0, r.stderr
+    old_key = r.stdout.split()[1]
+    r = lab.tin("lab.rebuild", "--host=nas")
+    assert r.rc == 2 and "holds the lab's data" in r.stderr
+    r = lab.tin("lab.rebuild", "--host=docker2", "--json")
+    assert r.rc == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["old_fingerprint"] == old_key and info["new_fingerprint"] != old_key and not info["trusted"]
+
+    r = lab.ssh("docker2", "true")
+    assert r.rc == 255 and "Host key verification failed" in r.stderr
+    r = lab.tin("doctor", "--host=docker2", "--inventory", str(lab.inventory))
+    assert "host key CHANGED" in r.stdout + r.stderr, r.stdout + r.stderr
+
+    r = lab.tin("lab.trust", "--host=docker2", "--json")
+    assert r.rc == 0 and json.loads(r.stdout)["fingerprint"] == info["new_fingerprint"], r.stderr
+    r = lab.ssh("docker2", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub; id tinsnip-was-here 2>&1; "
+                           "docker images -q | wc -l; ls /var/lib/docker/tinsnip-was-here 2>/dev/null | wc -l")
+    assert r.rc == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[1] == info["new_fingerprint"]
+    assert "no such user" in lines[1]
+    assert lines[2:] == ["0", "0"]  # an empty /var/lib/docker
+    r = lab.tin("doctor", "--host=docker2", "--inventory", str(lab.inventory))
+    assert "host key verified" in r.stdout and "CHANGED" not in r.stdout + r.stderr, r.stdout + r.stderr

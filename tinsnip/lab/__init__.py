@@ -891,3 +891,119 @@ def _release_disks(lab: Lab) -> None:
         r = _run(["losetup", "-n", "-O", "NAME", "-j", str(img)], check=False)
         for dev in r.stdout.decode().split():
             _run(["losetup", "-d", dev])
+
+
+# --- reboot, rebuild, trust ------------------------------------------------------------------------
+
+
+def _known_host(name: str) -> Host:
+    try:
+        return _host(name)
+    except KeyError:
+        raise LabUnavailable(f"no lab host {name!r}; the lab's hosts are "
+                             + ", ".join(h.name for h in HOSTS)) from None
+
+
+def _require_up(lab: Lab) -> None:
+    st = status(lab.dir, lab.id)
+    if not st["up"]:
+        raise LabUnavailable(f"lab {lab.id} is not up in {lab.dir}; start it first "
+                             f"(TINSNIP_LAB_ID={lab.id} TINSNIP_LAB_DIR={lab.dir} inv lab.up)")
+
+
+def _boot(lab: Lab, h: Host, timings: dict[str, float]) -> None:
+    t0 = time.monotonic()
+    _start_host(lab, h)
+    timings["ssh"] = round(_wait_ssh(lab, h) + time.monotonic() - t0, 2)
+    if h.mode == "systemd":
+        timings["docker"] = round(_wait_docker(lab, h.name), 2)
+    else:
+        _boot_nas(lab)
+    timings["boot"] = round(time.monotonic() - t0, 2)
+
+
+def fingerprint(pub: Path) -> str:
+    """SHA256:... of an SSH public key file, as ssh-keygen -l shows it."""
+    return _run(["ssh-keygen", "-l", "-f", str(pub)]).stdout.decode().split()[1]
+
+
+def reboot(lab_dir: Path | str, lab_id: int, host: str) -> dict:
+    """A clean shutdown of one host (systemd's poweroff; on the NAS, its NFS service's stop) and a fresh
+    boot on the same disk: /etc, /home, /var/lib (docker, linger), users and fstab stay; mounts, /run,
+    /tmp, processes and the NAS's kernel export table do not (the NAS rebuilds it from /etc/exports)."""
+    check_machine()
+    lab = _lab(lab_dir, lab_id)
+    h = _known_host(host)
+    with _locked(lab):
+        _require_up(lab)
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        with _no_interrupt():
+            _stop_host(lab, h.name)
+        timings["shutdown"] = round(time.monotonic() - t0, 2)
+        _boot(lab, h, timings)
+        timings["total"] = round(time.monotonic() - t0, 2)
+    return {"lab_dir": str(lab.dir), "lab_id": lab.id, "host": h.name, "address": lab.addr(h.name),
+            "disk": "kept", "timings": timings}
+
+
+def rebuild(lab_dir: Path | str, lab_id: int, host: str, *, trust: bool = False) -> dict:
+    """The host is replaced: the same address, a fresh disk (no users of tinsnip's, an empty
+    /var/lib/docker) and a NEW SSH host key, which the lab's known_hosts does not hold until the user
+    trusts it (`trust`, or `rebuild(..., trust=True)`): until then tinsnip refuses the host."""
+    check_machine()
+    lab = _lab(lab_dir, lab_id)
+    h = _known_host(host)
+    if h.mode != "systemd":
+        raise LabUnavailable(f"{h.name} holds the lab's data: rebuilding the NAS is not modelled "
+                             "(lab.down and lab.up give a fresh lab)")
+    with _locked(lab):
+        _require_up(lab)
+        pub = lab.dir / "hostkeys" / f"{h.name}_ed25519.pub"
+        old = fingerprint(pub)
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        with _no_interrupt():
+            _stop_host(lab, h.name)
+            for target in _mounts_below(lab.host_dir(h.name)):
+                _run(["umount", target])
+            docker = lab.disks / f"{h.name}-docker"
+            shutil.rmtree(docker)
+            docker.mkdir()
+            _host_files(lab, h, new_key=True)
+        timings["shutdown"] = round(time.monotonic() - t0, 2)
+        _boot(lab, h, timings)
+        if trust:
+            _trust(lab, h)
+        timings["total"] = round(time.monotonic() - t0, 2)
+    new = fingerprint(pub)
+    return {"lab_dir": str(lab.dir), "lab_id": lab.id, "host": h.name, "address": lab.addr(h.name),
+            "disk": "fresh", "old_fingerprint": old, "new_fingerprint": new, "trusted": trust,
+            "known_hosts": str(lab.known_hosts), "timings": timings}
+
+
+def trust(lab_dir: Path | str, lab_id: int, host: str) -> dict:
+    """Put the host's current SSH key into the lab's known_hosts (in place of the old one)."""
+    check_machine()
+    lab = _lab(lab_dir, lab_id)
+    h = _known_host(host)
+    with _locked(lab):
+        if not lab.known_hosts.exists():
+            raise LabUnavailable(f"lab {lab.id} has no known_hosts in {lab.dir}; run lab.up first")
+        changed = _trust(lab, h)
+    return {"lab_dir": str(lab.dir), "lab_id": lab.id, "host": h.name, "address": lab.addr(h.name),
+            "fingerprint": fingerprint(lab.dir / "hostkeys" / f"{h.name}_ed25519.pub"), "changed": changed,
+            "known_hosts": str(lab.known_hosts)}
+
+
+def _trust(lab: Lab, h: Host) -> bool:
+    keytype, key, *_ = (lab.dir / "hostkeys" / f"{h.name}_ed25519.pub").read_text().split()
+    line = f"{lab.addr(h.name)} {keytype} {key}"
+    old = lab.known_hosts.read_text().splitlines()
+    new = [x for x in old if not x.startswith(lab.addr(h.name) + " ")] + [line]
+    if sorted(new) == sorted(old):
+        return False
+    tmp = lab.known_hosts.with_suffix(".tmp")
+    tmp.write_text("\n".join(new) + "\n")
+    tmp.replace(lab.known_hosts)
+    return True
