@@ -33,7 +33,7 @@ from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
 from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
-from . import boot
+from . import boot, registry_access
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "docker")  # docker: its socket is root on the host
@@ -107,11 +107,16 @@ def slirp_cidr(pools: tuple[tuple[str, int], ...]) -> str | None:
 
 
 def daemon_json(host: DockerHost) -> str | None:
-    """The rootless daemon's own config: the host's address pools. None when the inventory gives none."""
-    if not host.address_pools:
+    """The rootless daemon's own config: the host's address pools and registry mirrors. None when the
+    inventory gives neither."""
+    if not host.address_pools and not host.registry_mirrors:
         return None
-    pools = [{"base": base, "size": size} for base, size in host.address_pools]
-    return json.dumps({"default-address-pools": pools}, indent=2) + "\n"
+    config: dict = {}
+    if host.address_pools:
+        config["default-address-pools"] = [{"base": base, "size": size} for base, size in host.address_pools]
+    if host.registry_mirrors:
+        config["registry-mirrors"] = list(host.registry_mirrors)
+    return json.dumps(config, indent=2) + "\n"
 
 
 def dropin(host: DockerHost) -> str:
@@ -256,8 +261,9 @@ def parse_machine(rc: int, out: str) -> dict:
     return kv
 
 
-def facts_for(machine_envs: list[MachineEnv]) -> list[Fact]:
-    return host_facts() + [machine_fact(m) for m in machine_envs] + boot.facts(machine_envs)
+def facts_for(machine_envs: list[MachineEnv], host: DockerHost | None = None) -> list[Fact]:
+    extra = registry_access.facts(host, machine_envs) if host is not None else []
+    return host_facts() + [machine_fact(m) for m in machine_envs] + boot.facts(machine_envs) + extra
 
 
 # -- assessment --------------------------------------------------------------------------------
@@ -574,7 +580,7 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
         steps.append(as_user(m, ("mkdir", "-p", *dirs), f"{m.name}: config directories of the rootless daemon"))
     if json_changed:
         problems.append("daemon.json " + ("missing" if have_json is None else "differs"))
-        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools",
+        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools and registry mirrors",
                             mode=0o644, as_user=m.user, old=have_json, expect=sha256(have_json)))
     if dropin_changed:
         problems.append("docker.service drop-in " + ("missing" if have_dropin is None else "differs"))
@@ -605,7 +611,8 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
     if dropin_changed:
         steps.append(as_user(m, ("systemctl", "--user", "daemon-reload"), f"{m.name}: reload the user units"))
         restart = True
-    if json_changed:
+    reload = json_changed and registry_access.only_mirrors_differ(have_json, want_json)
+    if json_changed and not reload:
         restart = True
     if xdg_bad:
         problems.append("the daemon inherited " + ", ".join(xdg_bad))
@@ -627,6 +634,9 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
     elif restart:
         steps.append(as_user(m, ("systemctl", "--user", "restart", "docker.service"), f"{m.name}: restart rootless Docker"))
         steps.append(wait)
+    elif reload:
+        steps.append(as_user(m, ("systemctl", "--user", "reload", "docker.service"),
+                             f"{m.name}: rootless Docker reads its new registry mirrors (a reload, no restart)"))
     elif not rootless:
         problems.append("`docker info` fails: " + (info.strip() or "no answer"))
         steps.append(as_user(m, ("systemctl", "--user", "restart", "docker.service"), f"{m.name}: restart rootless Docker"))
@@ -694,12 +704,13 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             linger,
             docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
+            Part("registry", *registry_access.assess(host, m, facts)),
             Part("boot", *boot_parts[m.name]),
         ]
     return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)], boot_unit)
 
 
-STAGES = ("user", "gate", "mount", "linger", "docker", "links", "boot")
+STAGES = ("user", "gate", "mount", "linger", "docker", "links", "registry", "boot")
 
 
 def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
@@ -734,7 +745,7 @@ def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_a
     from ..engine import Job
 
     machine_envs = sorted(machine_envs, key=lambda m: m.uid)
-    return Job(host, facts_for(machine_envs), lambda facts: plan_host(host, machine_envs, nas_address, facts))
+    return Job(host, facts_for(machine_envs, host), lambda facts: plan_host(host, machine_envs, nas_address, facts))
 
 
 # -- removal -----------------------------------------------------------------------------------
@@ -809,4 +820,4 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
 def remove_job(settings, host: DockerHost, m: MachineEnv, nas_address: str):
     from ..engine import Job
 
-    return Job(host, facts_for([m]), lambda facts: plan_remove(host, m, nas_address, facts))
+    return Job(host, facts_for([m], host), lambda facts: plan_remove(host, m, nas_address, facts))
