@@ -178,3 +178,16 @@ def test_a_rebuilt_host_comes_back_empty_with_a_new_key_tinsnip_refuses_until_tr
     assert lines[2:] == ["0", "0"]  # an empty /var/lib/docker
     r = lab.tin("doctor", "--host=docker2", "--inventory", str(lab.inventory))
     assert "host key verified" in r.stdout and "CHANGED" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_the_inventory_names_the_registry_once_tinsnip_knows_it(lab):
+    from tinsnip import inventory
+
+    inv = inventory.load(lab.inventory)
+    docker1, docker2 = inv.docker_hosts["docker1"], inv.docker_hosts["docker2"]
+    assert dict(docker2.images) == {labmod.IMAGE: lab.dir / labmod.IMAGE_ARCHIVE}  # the archive path stays
+    if not hasattr(docker1, "registry_mirrors"):
+        pytest.skip("this tinsnip's inventory has no registry_mirrors yet: the lab leaves the keys out")
+    assert docker1.registry_mirrors == (f"https://{reg.open_registry(lab.id)}",)
+    assert {r for r, _ in docker1.registry_cas} == {reg.open_registry(lab.id), reg.private_registry(lab.id)}
+    assert not docker1.images  # docker1's machine-envs pull lab/busybox:1 through the mirror

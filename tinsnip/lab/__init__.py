@@ -51,6 +51,7 @@ MAX_LAB_ID = 7  # each lab takes a /19 of 198.19.0.0/16 for its Docker networks:
 IMAGE = "lab/busybox:1"
 PRIVATE_IMAGE = "private/busybox:1"  # only in the private registry (:5001), behind its login
 HUB_IMAGE = "library/busybox:latest"  # the Docker Hub name `busybox`, served by the lab's mirror
+PRIVATE_APP_IMAGE = "lab/nginx:1.22"  # with tinsnip.lab.images: also pushed to the private registry
 VOLUME_SIZE = "8G"  # the NAS's Btrfs image file (sparse: it holds only what is written)
 DISK_SIZE = "8g"  # each host's disk, a tmpfs (memory is used only for what is written)
 LOOP_NODES = 64  # /dev/loop0..63 in each Docker host (the machine's loop pool grows on demand)
@@ -411,7 +412,16 @@ def _up(lab: Lab, timings: dict[str, float]) -> None:
 
     password = secrets.token_urlsafe(18)
     registry_password = secrets.token_urlsafe(18)
+    images = _images_module()
+    layout = None
+    if images is not None:  # built once per machine, then cached (see tinsnip.lab.images)
+        layout = images.ensure(log=lambda msg: print(f"lab images: {msg}", file=sys.stderr))
+        lap("images_ensure")
     _prepare(lab)
+    seed = _registry_seed(layout)
+    if seed:
+        for port in (reg.OPEN_PORT, reg.PRIVATE_PORT):
+            shutil.copytree(seed / str(port), lab.disks / f"registry-{port}", symlinks=True)
     lap("prepare")
 
     _run(["ip", "link", "add", lab.bridge, "type", "bridge"])
@@ -440,8 +450,10 @@ def _up(lab: Lab, timings: dict[str, float]) -> None:
     _make_image(lab)
     lap("image")
 
-    timings.update(_push_images(lab, registry_password))
+    timings.update(_push_images(lab, registry_password, None if seed else layout))
     lap("push")
+    if layout is not None and not seed:
+        _save_registry_seed(lab, layout)
 
     _write_known_hosts(lab)
     _write_env(lab, password, registry_password)
@@ -677,44 +689,72 @@ def _make_image(lab: Lab) -> None:
         host_exec(lab.id, h.name, ["docker", "load", "-q"], input=lab.image_archive.read_bytes())
 
 
-def _push_images(lab: Lab, password: str) -> dict[str, float]:
+def _push_images(lab: Lab, password: str, layout: Path | None) -> dict[str, float]:
     """Fill the lab registry: busybox as lab/busybox:1 and as Docker Hub's busybox (for the mirror) on
-    :5000, and as private/busybox:1 on :5001 only; then the built application images, when this
-    tinsnip has the lab's image builder (tinsnip.lab.images), from its cache (built on first use)."""
+    :5000, and as private/busybox:1 on :5001 only; with an image layout (tinsnip.lab.images), also
+    the application images under their lab and Docker Hub names (lab/postgres:15,
+    library/postgres:15, ...) and a private copy of one of them on :5001."""
     certs = str(lab.registry_dir / "certs")
     src = f"docker-archive:{lab.image_archive}"
     open_, private = reg.open_registry(lab.id), reg.private_registry(lab.id)
     auth = lab.registry_dir / "auth.json"
     reg.write_authfile(auth, lab.id, password)
-    timings: dict[str, float] = {}
+    jobs = []
 
     def public() -> None:
         reg.skopeo("copy", "-q", "--dest-cert-dir", certs, src, f"docker://{open_}/{IMAGE}")
         reg.skopeo("copy", "-q", "--src-cert-dir", certs, "--dest-cert-dir", certs,
                    f"docker://{open_}/{IMAGE}", f"docker://{open_}/{HUB_IMAGE}")
-
-    def private_() -> None:
-        reg.skopeo("copy", "-q", "--dest-cert-dir", certs, "--dest-authfile", str(auth), src,
-                   f"docker://{private}/{PRIVATE_IMAGE}")
+    jobs.append(public)
+    jobs.append(lambda: reg.skopeo("copy", "-q", "--dest-cert-dir", certs, "--dest-authfile", str(auth), src,
+                                   f"docker://{private}/{PRIVATE_IMAGE}"))
+    if layout is not None:
+        images = _images_module()
+        for image in images.IMAGES:
+            jobs.append(lambda name=image.name: images.push(layout, open_, certs, names=[name]))
+        jobs.append(lambda: images.push(layout, private, certs, names=[PRIVATE_APP_IMAGE], authfile=auth))
 
     t0 = time.monotonic()
     try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            for f in [pool.submit(public), pool.submit(private_)]:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            for f in [pool.submit(job) for job in jobs]:
                 f.result()
     finally:
         auth.unlink(missing_ok=True)
-    timings["push_busybox"] = round(time.monotonic() - t0, 2)
+    return {"push_images": round(time.monotonic() - t0, 2)}
 
-    images = _images_module()
-    if images is not None:
-        t0 = time.monotonic()
-        layout = images.ensure(log=lambda msg: print(f"lab images: {msg}", file=sys.stderr))
-        timings["images_ensure"] = round(time.monotonic() - t0, 2)
-        t0 = time.monotonic()
-        images.push(layout, open_, certs)
-        timings["push_images"] = round(time.monotonic() - t0, 2)
-    return timings
+
+def _registry_seed(layout: Path | None) -> Path | None:
+    """The registry storage a first lab.up with this image layout left in the image cache: copying it
+    (0.2 s) gives the next labs a registry that already holds the application images, where pushing
+    them takes ~10 s. The registry's storage names no address, so any lab id may use it."""
+    if layout is None:
+        return None
+    seed = layout.parent / f"registry-{_layout_key(layout)}"
+    return seed if (seed / "complete").exists() else None
+
+
+def _save_registry_seed(lab: Lab, layout: Path) -> None:
+    seed = layout.parent / f"registry-{_layout_key(layout)}"
+    if seed.exists():
+        return
+    tmp = layout.parent / f".registry-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        for port in (reg.OPEN_PORT, reg.PRIVATE_PORT):
+            shutil.copytree(lab.disks / f"registry-{port}", tmp / str(port), symlinks=True)
+        (tmp / "complete").write_text("")
+        os.rename(tmp, seed)
+    except OSError:
+        pass  # another lab saved it first, or the cache is read-only: the next lab.up pushes again
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _layout_key(layout: Path) -> str:
+    """What identifies the layout's content: its index (the digests of every image in it)."""
+    import hashlib
+
+    return hashlib.sha256((layout / "index.json").read_bytes()).hexdigest()[:16]
 
 
 def _images_module():
@@ -798,10 +838,14 @@ def inventory_text(lab_dir: Path | str, lab_id: int = 0, *, registries: bool | N
                 f'      "{reg.open_registry(lab.id)}": {reg.CA_FILE}',
                 f'      "{reg.private_registry(lab.id)}": {reg.CA_FILE}',
             ]
-        out += [
-            "    images:",
-            f"      {IMAGE}: {IMAGE_ARCHIVE}",
-        ]
+        if not registries or h.name != DOCKER_HOSTS[0].name:
+            # With the registry known to tinsnip, docker1's machine-envs pull (lab/busybox:1 through
+            # the mirror: `make demo` and the service tests); docker2 keeps the archive, for the hosts
+            # that cannot pull.
+            out += [
+                "    images:",
+                f"      {IMAGE}: {IMAGE_ARCHIVE}",
+            ]
     out.append("machines:")
     out += [f"  {m}: {host}" for m, host in MACHINES.items()]
     return "\n".join(out) + "\n"
