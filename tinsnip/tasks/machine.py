@@ -265,7 +265,7 @@ def _survey(opts, settings, targets):
         def one(name):
             mes = by_host[name]
             try:
-                facts = engine.gather(hosts[name], plans.facts_for(mes))
+                facts = engine.gather(hosts[name], plans.facts_for(mes, hosts[name]))
                 return name, plans.assess_host(hosts[name], mes, inv.nas.address, facts), None
             except TinsnipError as exc:
                 return name, None, str(exc)
