@@ -13,6 +13,8 @@ import yaml
 from tinsnip import catalog
 from tinsnip.errors import InputError, RemoteError
 from tinsnip.plans import service as plans
+from tinsnip.plans import service_files as manifest
+from tinsnip.plans.service_override import spec_from_model
 from tinsnip.render import render
 from tinsnip.smep import MachineEnv
 from tinsnip.steps import Noop, Run, Upload, sha256
@@ -23,16 +25,31 @@ PORTS = M.ports  # 10100 … 10109
 MACHINE_ENV = render("machine.env.j2", m=M, nas_host="198.18.0.10")
 
 
-def deploy_spec(name="gazette", m=M) -> plans.Deploy:
-    svc = catalog.get(REPO / "service", name)
-    return plans.Deploy(m=m, service=name, compose_file=svc.compose_file.name, files=catalog.service_files(svc),
+def deploy_spec(name="gazette", m=M, root=REPO / "service") -> plans.Deploy:
+    svc = catalog.get(root, name)
+    files = catalog.service_files(svc)
+    return plans.Deploy(m=m, service=name, compose_file=svc.compose_file.name, files=files,
                         services=svc.services, volumes=svc.volumes, ports_needed=svc.ports_needed,
-                        images=svc.images, archives={"lab/busybox:1": "/lab/images/busybox.tar"})
+                        images=svc.images, archives={"lab/busybox:1": "/lab/images/busybox.tar"},
+                        spec=spec_from_model(svc.model, set(files)))
+
+
+class OverrideLoader(yaml.SafeLoader):
+    """Reads compose's `!override` and `!reset` tags as plain values."""
+
+
+OverrideLoader.add_constructor("!override", lambda loader, node: (
+    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)))
+
+
+def load_override(text: str) -> dict:
+    return yaml.load(text, Loader=OverrideLoader)
 
 
 def fresh_facts(d: plans.Deploy) -> dict:
     """A machine-env machine.create has made, with nothing deployed."""
     facts = {"uid": M.uid, "mounted": True, "machine_env": MACHINE_ENV, "ports": None, "dirs": [], "files": {},
+             "manifest": None, "secret_names": [],
              "ssh_home": "/root", "containers": {"error": None, "containers": []},
              "images": {i: None for i in d.images}}
     for rel in [*d.files, ".env", "docker-compose.override.yml"]:
@@ -49,10 +66,12 @@ def deployed_facts(d: plans.Deploy, others: dict | None = None) -> dict:
             rel = step.path[len(d.dir) + 1:]
             if step.path == plans.ports_path(M):
                 facts["ports"] = step.content
+            elif step.path == manifest.manifest_path(M, d.service):
+                facts["manifest"] = step.content
             else:
                 facts[f"file:{rel}"] = step.content
                 facts["files"][rel] = step.mode
-    facts["dirs"] = d.dirs() + d.data_dirs()
+    facts["dirs"] = d.dirs() + d.data_dirs() + [manifest.deployed_dir(M)]
     facts["images"] = {i: "sha256:abc" for i in d.images}
     facts["containers"] = {"error": None, "containers": [
         {"name": f"{d.service}-{s}-1", "project": d.service, "service": s, "oneoff": False, "state": "running",
@@ -112,11 +131,11 @@ def test_service_env():
 
 def test_override_binds_every_named_volume_to_the_nas():
     text = plans.override(M, "almanac", ("pages", "index"), ("almanac", "cache"), "f00")
-    data = yaml.safe_load(text)
+    data = load_override(text)
     assert data["volumes"]["cache"] == {"driver": "local", "driver_opts": {
         "type": "none", "o": "bind", "device": "/mnt/gazette-prod/data/almanac/cache"}}
     assert data["services"]["index"]["labels"] == {plans.INPUTS_LABEL: "f00"}
-    assert "volumes" not in yaml.safe_load(plans.override(M, "x", ("web",), (), "f00"))
+    assert "volumes" not in load_override(plans.override(M, "x", ("web",), (), "f00"))
 
 
 def compose_bin() -> list[str] | None:
@@ -145,7 +164,7 @@ def test_rendered_service_passes_real_docker_compose_config(tmp_path, name):
     (mount / ".machine/machine.env").write_text(MACHINE_ENV)
     up = next(s for s in plan.steps if isinstance(s, Run) and s.argv[-1] == "--quiet")
     sdir = mount / "service" / name
-    argv = [a.replace(m.mount, str(mount)) for a in up.argv[2:]]  # after "docker compose"
+    argv = [a.replace(m.mount, str(mount)) for a in up.argv[up.argv.index("docker") + 2:]]  # after "docker compose"
     env = {"PATH": os.environ["PATH"], **dict(up.env)}
     r = subprocess.run([*compose, *argv], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -180,7 +199,8 @@ def test_first_deploy_plans_every_step_in_order():
     assert set(uploads) == {
         "/mnt/gazette-prod/service/gazette/docker-compose.yml", "/mnt/gazette-prod/service/gazette/bin/start.sh",
         "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/service/gazette/.env",
-        "/mnt/gazette-prod/service/gazette/docker-compose.override.yml"}
+        "/mnt/gazette-prod/service/gazette/docker-compose.override.yml",
+        "/mnt/gazette-prod/.machine/deployed/gazette.manifest"}
     for u in uploads.values():
         assert u.as_user == "gazette-prod"  # written as the machine user: the mount squashes root anyway
         assert u.expect == "absent"
@@ -192,23 +212,24 @@ def test_first_deploy_plans_every_step_in_order():
     assert "/root/" + plans.archive_name("lab/busybox:1") in load.argv
     assert plan.data["archive_uploads"] == [("/lab/images/busybox.tar", plans.archive_name("lab/busybox:1"))]
     config, up = plan.steps[-2:]
-    assert config.argv[-2:] == ("config", "--quiet")
+    assert config.argv[-2:] == ("config", "--quiet") and config.argv[:2] == ("sh", "-c")
     assert "up --detach --remove-orphans --wait" in up.argv[2]
     assert up.as_user == config.as_user == "gazette-prod"
 
 
-def test_up_runs_with_machine_env_and_env_but_no_xdg_variables():
+def test_up_reads_machine_env_and_env_as_env_files_and_gets_only_dockers_variables():
     d = deploy_spec("gazette")
     up = plans.plan_deploy(d, "docker1", fresh_facts(d)).steps[-1]
-    env = dict(up.env)
-    assert not {"XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"} & set(env)
-    assert env["TIN_SERVICE_UID"] == "10100" and env["TIN_PORT_0"] == "10100"
-    assert env["TIN_CATALOG_SERVICE"] == "gazette"
-    assert env["HOME"] == "/home/gazette-prod" and env["XDG_RUNTIME_DIR"] == "/run/user/10100"
-    assert env["DOCKER_HOST"] == "unix:///run/user/10100/docker.sock"
-    expected = set(plans.parse_env(MACHINE_ENV)) - set(plans.XDG_VARS) | {
-        "TIN_CATALOG_SERVICE", "TIN_PORT_0", "HOME", "XDG_RUNTIME_DIR", "DOCKER_HOST"}
-    assert set(env) == expected
+    assert dict(up.env) == {"HOME": "/home/gazette-prod", "XDG_RUNTIME_DIR": "/run/user/10100",
+                            "DOCKER_HOST": "unix:///run/user/10100/docker.sock"}
+    argv = list(up.argv)
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
+    assert files == ["/mnt/gazette-prod/.machine/machine.env", "/mnt/gazette-prod/service/gazette/.env"]
+    assert not any("=" in a and a.split("=")[0].isupper() for a in argv[3:])  # no VAR=value in argv
+    # machine.env's XDG values point into the NAS mount (SPEC §7), for compose interpolation
+    env = plans.parse_env(MACHINE_ENV)
+    assert (env["XDG_DATA_HOME"], env["XDG_CONFIG_HOME"], env["XDG_STATE_HOME"]) == (
+        "/mnt/gazette-prod/data", "/mnt/gazette-prod/config", "/mnt/gazette-prod/state")
 
 
 def test_a_deployed_service_plans_only_noops():
@@ -271,12 +292,28 @@ def test_a_new_machine_env_file_recreates_the_containers():
 def test_stale_files_are_removed_and_modes_follow_the_catalog():
     d = deploy_spec("gazette")
     facts = deployed_facts(d)
-    facts["files"]["old.conf"] = 0o644
+    facts["files"]["old.conf"] = 0o644  # copied by an earlier deploy (in its manifest), no longer shipped
+    facts["files"]["kuma.db"] = 0o644  # written by the app: never in a manifest
+    facts["manifest"] = manifest.render_manifest(d.dir, [*d.files, "old.conf"])
     facts["files"]["bin/start.sh"] = 0o644
     plan = plans.plan_deploy(d, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert ("chmod", "755", "/mnt/gazette-prod/service/gazette/bin/start.sh") in argvs
     assert ("rm", "-f", "--", "/mnt/gazette-prod/service/gazette/old.conf") in argvs
+    assert not any("kuma.db" in a for argv in argvs for a in argv)
+    assert plan.data["kept_files"] == ["kuma.db"]
+    new_manifest = next(s for s in plan.changes if isinstance(s, Upload) and s.path.endswith(".manifest"))
+    assert manifest.parse_manifest(new_manifest.content) == set(d.files)
+
+
+def test_without_a_manifest_a_deploy_removes_nothing():
+    d = deploy_spec("gazette")
+    facts = deployed_facts(d)
+    facts["manifest"] = None
+    facts["files"]["data/kuma.db"] = 0o644
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert not any(isinstance(s, Run) and s.argv[:2] == ("rm", "-f") for s in plan.steps)
+    assert any(isinstance(s, Upload) and s.path == manifest.manifest_path(M, "gazette") for s in plan.steps)
 
 
 def test_present_image_is_not_loaded_and_unknown_image_is_left_to_compose():
@@ -345,10 +382,16 @@ def test_remove_keeps_data_unless_asked_and_frees_ports():
     sdir, ddir = "/mnt/gazette-prod/service/gazette", "/mnt/gazette-prod/data/gazette"
     ports = plans.render_ports(M, {"gazette": [10100], "almanac": [10101]})
     facts = project([RUNNING], ports=ports, dirs=[sdir, ddir])
+    facts["files"] = {"docker-compose.yml": 0o644, ".env": 0o640, "docker-compose.override.yml": 0o644,
+                      "data/kuma.db": 0o644}
+    facts["manifest"] = manifest.render_manifest(sdir, ["docker-compose.yml"])
     plan = plans.plan_remove(M, "gazette", False, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert argvs[0][:7] == ("docker", "compose", "--ansi", "never", "--project-name", "gazette", "down")
-    assert ("rm", "-rf", "--", sdir) in argvs
+    rm = next(a for a in argvs if a[:2] == ("sh", "-c") and sdir in a)
+    assert set(rm[rm.index(sdir) + 1:]) == {"docker-compose.yml", ".env", "docker-compose.override.yml"}
+    assert "data/kuma.db" not in rm and not any(a[:2] == ("rm", "-rf") and sdir in a for a in argvs)
+    assert ("rm", "-f", "--", manifest.manifest_path(M, "gazette")) in argvs
     assert not any(ddir in a for a in argvs)
     freed = next(s for s in plan.changes if isinstance(s, Upload))
     assert plans.parse_ports(freed.content) == {"almanac": [10101]}
