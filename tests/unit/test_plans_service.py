@@ -443,3 +443,152 @@ def test_status_report_per_service():
 def test_planner_is_pure():
     text = Path(plans.__file__).read_text()
     assert "import fabric" not in text and "from fabric" not in text and "invoke" not in text
+
+
+# -- the override of a published compose file -----------------------------------------------------------
+
+PUBLISHED = """services:
+  app:
+    image: example/app:1.2
+    env_file: [app.env, {path: ./local.env, required: false}]
+    ports:
+      - "8080:80"
+      - 127.0.0.1:9000:9000/udp
+      - "7000-7001:7000-7001"
+      - target: 443
+        published: "8443"
+        protocol: tcp
+      - "${TIN_PORT_5}:5000"
+    volumes:
+      - ./data:/app/data
+      - ./conf/app.ini:/etc/app.ini:ro
+      - cache:/cache
+    environment:
+      DB_PASSWORD: ${DB_PASSWORD}
+      UPLOAD: ${UPLOAD_LOCATION}
+      MODE: ${MODE:-prod}
+volumes:
+  cache:
+"""
+
+
+def published(tmp_path, compose=PUBLISHED, extra=None):
+    root = tmp_path / "catalog"
+    d = root / "app"
+    (d / "conf").mkdir(parents=True)
+    (d / "docker-compose.yml").write_text(compose)
+    (d / "conf" / "app.ini").write_text("[app]\n")
+    (d / "app.env").write_text("UPLOAD_LOCATION=/uploads\n")
+    for rel, text in (extra or {}).items():
+        (d / rel).write_text(text)
+    return deploy_spec("app", root=root)
+
+
+def override_of(plan) -> dict:
+    up = next(s for s in plan.steps if isinstance(s, Upload) and s.path.endswith("docker-compose.override.yml"))
+    return load_override(up.content)
+
+
+def test_override_maps_every_port_syntax_onto_the_machine_ports(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert d.ports_needed == 6 and plan.data["ports"] == PORTS[:6]
+    ports = override_of(plan)["services"]["app"]["ports"]
+    got = [(str(p["target"]), p["published"], p.get("host_ip"), p["protocol"]) for p in ports]
+    assert got == [("80", "10100", None, "tcp"), ("9000", "10101", "127.0.0.1", "udp"),
+                   ("7000", "10102", None, "tcp"), ("7001", "10103", None, "tcp"),
+                   ("443", "10104", None, "tcp"), ("5000", "10105", None, "tcp")]  # ${TIN_PORT_5} keeps 5
+
+
+def test_override_binds_runtime_data_onto_the_nas_and_leaves_shipped_config(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    app = override_of(plan)["services"]["app"]
+    assert app["volumes"] == [{"type": "bind", "source": "/mnt/gazette-prod/data/app/data", "target": "/app/data"}]
+    assert override_of(plan)["volumes"]["cache"]["driver_opts"]["device"] == "/mnt/gazette-prod/data/app/cache"
+    mk = [s for s in plan.steps if isinstance(s, Run) and "/mnt/gazette-prod/data/app/data" in s.argv]
+    assert mk and mk[0].argv[0] == "mkdir"
+    assert {(w["kind"], w["path"]) for w in plan.data["where"]} == {
+        ("volume", "/mnt/gazette-prod/data/app/cache"), ("bind", "/mnt/gazette-prod/data/app/data")}
+
+
+def test_data_an_earlier_deploy_left_in_the_service_dir_moves_to_the_nas_data_tree(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    facts["dirs"] = [d.dir, "/mnt/gazette-prod/service/app/data"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    mv = next(s for s in plan.steps if isinstance(s, Run) and "move ./data" in s.desc)
+    assert mv.argv[-2:] == ("/mnt/gazette-prod/service/app/data", "/mnt/gazette-prod/data/app/data")
+
+
+def test_override_env_files_are_tinsnips_then_the_services_own(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert override_of(plan)["services"]["app"]["env_file"] == [
+        "../../.machine/machine.env", ".env", "app.env", {"path": "./local.env", "required": False}]
+    up = plan.steps[-1]
+    files = [up.argv[i + 1] for i, a in enumerate(up.argv) if a == "--env-file"]
+    assert files == ["/mnt/gazette-prod/service/app/app.env", "/mnt/gazette-prod/.machine/machine.env",
+                     "/mnt/gazette-prod/service/app/.env"]
+
+
+def test_a_variable_nobody_sets_is_bad_input_naming_it_and_how_to_set_it(tmp_path):
+    d = published(tmp_path)
+    with pytest.raises(InputError) as err:
+        plans.plan_deploy(d, "docker1", fresh_facts(d))
+    msg = str(err.value)
+    assert "${DB_PASSWORD}" in msg and "docker-compose.yml:18" in msg and "machine.secret-set" in msg
+    assert "UPLOAD_LOCATION" not in msg and "MODE" not in msg  # set by app.env; has a default
+
+
+def test_secrets_reach_compose_through_a_private_env_file_never_argv(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    config, up = plan.steps[-2:]
+    for step in (config, up):
+        assert "/mnt/gazette-prod/.machine/secrets" in step.argv  # the directory, read on the host
+        assert 'umask 077' in step.argv[2] and '--env-file "$sf"' in step.argv[2]
+        assert not any("DB_PASSWORD" in a for a in step.argv[3:])
+
+
+def test_published_override_passes_real_docker_compose_config(tmp_path):
+    """The merged project (base, override, env files, a secret) as compose itself resolves it."""
+    compose = compose_bin()
+    if compose is None:
+        pytest.skip("Compose v2 is not installed")
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    mount = tmp_path / "mnt"
+    for step in plan.steps:
+        if isinstance(step, Upload):
+            target = mount / step.path[len(M.mount) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(step.content)
+    (mount / ".machine/machine.env").write_text(MACHINE_ENV)
+    (mount / ".machine/secrets").mkdir()
+    (mount / ".machine/secrets/DB_PASSWORD").write_text("s3cret-value-42")
+    config = plan.steps[-2]
+    argv = [a.replace(M.mount, str(mount)) for a in config.argv[:-1]]  # without --quiet: print the project
+    r = subprocess.run(argv, env={"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": str(tmp_path)},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    resolved = yaml.safe_load(r.stdout)
+    app = resolved["services"]["app"]
+    assert app["environment"]["DB_PASSWORD"] == "s3cret-value-42"
+    assert app["environment"]["UPLOAD"] == "/uploads" and app["environment"]["TIN_SERVICE_UID"] == "10100"
+    assert sorted(int(p["published"]) for p in app["ports"]) == PORTS[:6]
+    binds = {v["target"]: v["source"] for v in app["volumes"]}
+    assert binds["/app/data"] == "/mnt/gazette-prod/data/app/data"
+    assert binds["/etc/app.ini"] == str(mount / "service/app/conf/app.ini")  # shipped config stays
+    assert not list(tmp_path.glob("tinsnip-secrets.*"))  # the private env file is gone afterwards

@@ -290,11 +290,13 @@ def check_variables(d: Deploy, machine_env: str | None, env_text: str, secret_na
     missing = [n for n in d.spec.needs if n.name not in known]
     if missing:
         lines = "\n".join(f"  - ${{{n.name}}} ({d.compose_file}:{n.line}: {n.text})" for n in missing)
+        names = " ".join(n.name for n in missing)
         raise InputError(
             f"{d.service} needs variables that nobody sets:\n{lines}\n"
             f"set each in one of the service's own env files (listed under env_file, shipped in the catalog), "
             f"or, for a secret, on the machine-env: `tin machine.secret-set --service {d.m.machine} --env {d.m.env} "
-            f"--name NAME` (the value on stdin, never on the command line)")
+            f"--name {missing[0].name}` (the value on stdin, never on the command line; "
+            f"TINSNIP_SECRET_<NAME> in CI) for each of: {names}")
 
 
 def compose_base(m: MachineEnv, service: str, compose_file: str, own: tuple[str, ...] = ()) -> tuple[str, ...]:

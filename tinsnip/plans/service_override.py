@@ -77,8 +77,9 @@ def spec_from_model(c: cmodel.Compose, shipped: set[str]) -> OverrideSpec:
         while p:
             p = os.path.dirname(p)
             shipped_dirs.add(p)
+    slots = sorted(cmodel.port_slots(c), key=lambda s: (s.port.line, s.offset))  # in file order
     ports = tuple(PortMap(s.service, s.index, s.target, s.port.protocol, s.port.host_ip, s.port.line)
-                  for s in cmodel.port_slots(c))
+                  for s in slots)
     binds = []
     env_files = []
     own: list[str] = []
