@@ -200,7 +200,7 @@ def test_first_deploy_plans_every_step_in_order():
         "/mnt/gazette-prod/service/gazette/docker-compose.yml", "/mnt/gazette-prod/service/gazette/bin/start.sh",
         "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/service/gazette/.env",
         "/mnt/gazette-prod/service/gazette/docker-compose.override.yml",
-        "/mnt/gazette-prod/.machine/deployed/gazette.manifest"}
+        "/mnt/gazette-prod/.machine/deployed/gazette.files"}
     for u in uploads.values():
         assert u.as_user == "gazette-prod"  # written as the machine user: the mount squashes root anyway
         assert u.expect == "absent"
@@ -302,8 +302,17 @@ def test_stale_files_are_removed_and_modes_follow_the_catalog():
     assert ("rm", "-f", "--", "/mnt/gazette-prod/service/gazette/old.conf") in argvs
     assert not any("kuma.db" in a for argv in argvs for a in argv)
     assert plan.data["kept_files"] == ["kuma.db"]
-    new_manifest = next(s for s in plan.changes if isinstance(s, Upload) and s.path.endswith(".manifest"))
+    new_manifest = next(s for s in plan.changes if isinstance(s, Upload) and s.path.endswith("/gazette.files"))
     assert manifest.parse_manifest(new_manifest.content) == set(d.files)
+
+
+def test_a_service_written_file_is_never_overwritten_by_a_catalog_file_of_that_name():
+    d = deploy_spec("gazette")
+    facts = deployed_facts(d)
+    facts["manifest"] = manifest.render_manifest(d.dir, ["docker-compose.yml"])
+    facts["file:bin/start.sh"] = "written by the service\n"
+    with pytest.raises(InputError, match="was written by gazette, not copied by a deploy"):
+        plans.plan_deploy(d, "docker1", facts)
 
 
 def test_without_a_manifest_a_deploy_removes_nothing():
@@ -398,6 +407,7 @@ def test_remove_keeps_data_unless_asked_and_frees_ports():
     assert plan.data["freed_ports"] == [10100]
     deleting = plans.plan_remove(M, "gazette", True, "docker1", facts)
     assert ("rm", "-rf", "--", ddir) in [s.argv for s in deleting.changes if isinstance(s, Run)]
+    assert ("rm", "-rf", "--", sdir) in [s.argv for s in deleting.changes if isinstance(s, Run)]
 
 
 def test_removed_service_plans_only_noops():

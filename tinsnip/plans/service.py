@@ -102,6 +102,9 @@ def ports_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/ports"
 
 
+manifest_path = manifest.manifest_path
+
+
 def machine_env_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/machine.env"
 
@@ -512,9 +515,14 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u)
                  if missing else Noop(f"{d.dir} exists"))
     modes = facts["files"]
+    copied = manifest.parse_manifest(facts.get("manifest"))
     for rel, (content, mode) in sorted(d.files.items()):
         path = f"{d.dir}/{rel}"
         old = facts[f"file:{rel}"]
+        if old is not None and old != content and copied is not None and rel not in copied:
+            raise InputError(f"{path} was written by {d.service}, not copied by a deploy, and the catalog now ships "
+                             f"a file of that name: tinsnip never overwrites what a service wrote. Move it away "
+                             f"(it is on the NAS), or rename the file in the catalog, then deploy again.")
         if old != content:
             steps.append(Upload(path, content, f"copy {d.service}/{rel} to {d.dir}", mode=mode, as_user=u,
                                 old=old, expect=sha256(old)))
@@ -522,7 +530,6 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
             steps.append(Run(("chmod", f"{mode:o}", path), f"set the mode of {path} to {mode:o}", as_user=u))
         else:
             steps.append(Noop(f"{path} is up to date"))
-    copied = manifest.parse_manifest(facts.get("manifest"))
     stale = manifest.stale_files(copied, set(modes), set(d.files))
     if stale:
         steps.append(Run(("rm", "-f", "--", *[f"{d.dir}/{r}" for r in stale]),
@@ -683,6 +690,9 @@ def plan_remove(m: MachineEnv, service: str, delete_data: bool, host: str, facts
             raise InputError(f"{m.mount} is not mounted on {host}: mount it (machine.create) before removing")
         present = set(facts.get("files") or {})
         copied = manifest.parse_manifest(facts.get("manifest")) or set()
+    if sdir in have and delete_data:
+        steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir} and everything in it (--delete-data)", as_user=m.user))
+    elif sdir in have:
         ours = sorted(present & (copied | {ENV_NAME, OVERRIDE_NAME}))
         kept = sorted(present - set(ours))
         if ours:

@@ -1,6 +1,6 @@
 """The deploy manifest: which files of a deployed service tinsnip copied from the catalog. Pure code.
 
-A deploy of catalog service S onto machine-env M writes /mnt/M/.machine/deployed/S.manifest (on the
+A deploy of catalog service S onto machine-env M writes /mnt/M/.machine/deployed/S.files (on the
 NAS, beside machine.env): one relative path per line, every file it copied into /mnt/M/service/S.
 Only those files may be replaced or removed by a later deploy or a service.remove; any other file in
 the service directory was written by the service (or by hand) and is never touched. A service
@@ -17,7 +17,7 @@ HEADER = ("# Files tinsnip copied from the catalog into {dir}, kept by tinsnip: 
 
 
 def manifest_path(m: MachineEnv, service: str) -> str:
-    return f"{m.mount}/.machine/deployed/{service}.manifest"
+    return f"{m.mount}/.machine/deployed/{service}.files"
 
 
 def deployed_dir(m: MachineEnv) -> str:
