@@ -40,7 +40,7 @@ def stale_files(manifest: set[str] | None, present: set[str], wanted: set[str]) 
     """Files a previous deploy copied, still present, that the catalog no longer ships."""
     if manifest is None:
         return []
-    return sorted((manifest & present) - wanted)
+    return sorted(present - wanted)
 
 
 def foreign_files(manifest: set[str] | None, present: set[str], wanted: set[str], tinsnip: set[str]) -> list[str]:
