@@ -40,7 +40,7 @@ def stale_files(manifest: set[str] | None, present: set[str], wanted: set[str]) 
     """Files a previous deploy copied, still present, that the catalog no longer ships."""
     if manifest is None:
         return []
-    return sorted(present - wanted)
+    return sorted((manifest & present) - wanted)
 
 
 def foreign_files(manifest: set[str] | None, present: set[str], wanted: set[str], tinsnip: set[str]) -> list[str]:
