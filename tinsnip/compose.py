@@ -14,7 +14,7 @@
                      target (strings as written, interpolation kept symbolic: "${TIN_PORT_0}" stays
                      "${TIN_PORT_0}"; published None for a container-only port), protocol ("tcp"
                      unless given), mode; published_numbers() / target_numbers() for literal ones
-  Mount              line, text, long; type ("volume", "bind", "tmpfs", "npipe", "cluster"), source
+  Mount              line (of the source, in the long form), text, long; type ("volume", "bind", "tmpfs", "npipe", "cluster"), source
                      (None for an anonymous volume or tmpfs), target, read_only; is_relative_bind,
                      is_absolute_bind, is_symbolic (source starts with an interpolation)
   EnvFile            path (as written), line, required
@@ -443,7 +443,8 @@ def _mounts(node: Node | None) -> tuple[Mount, ...]:
         elif isinstance(item, MappingNode):
             spec = {k.value: v for k, v in _items(item)}
             ro = _text(spec.get("read_only")) in ("true", "True", "yes")
-            mounts.append(Mount(_line(item), "{...}", _text(spec.get("target")) or "",
+            src = spec.get("source")  # a message points at the source line, the one to change
+            mounts.append(Mount(_line(src) if src is not None else _line(item), "{...}", _text(spec.get("target")) or "",
                                 _text(spec.get("type")) or "volume", _text(spec.get("source")) or None, ro,
                                 long=True))
     return tuple(mounts)
@@ -646,3 +647,11 @@ def port_slots(c: Compose) -> list[Slot]:
             used.add(n)
         slots.append(Slot(sname, p, off, by_key[key], target))
     return slots
+
+
+# What the generated override supplies today (plans/service.py, templates/docker-compose.override.yml.j2):
+# "volumes" named volumes onto the NAS; "env_files" machine.env and .env for every service; "ports" every
+# published port onto a TIN_PORT_n (port_slots); "binds" relative binds not shipped in the catalog onto
+# the NAS. The catalog check requires from a compose file only what is not in this set.
+OVERRIDE_SUPPLIES = frozenset({"volumes"})
+ALL_SUPPLIES = frozenset({"volumes", "env_files", "ports", "binds"})

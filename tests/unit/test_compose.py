@@ -128,7 +128,7 @@ def test_every_volume_syntax(c):
         (24, "volume", "db", "/db", False, False),
         (25, "tmpfs", None, "/tmp", False, True),
         (27, "bind", "${UPLOAD:-./up}", "/up", False, False),
-        (28, "bind", "conf", "/conf", True, True),
+        (29, "bind", "conf", "/conf", True, True),
         (32, "volume", None, "/anonymous", False, False),
     ]
     assert [m.is_relative_bind for m in v] == [True, False, False, False, False, True, False]
