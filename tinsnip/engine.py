@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import script
+from . import secrets as secret_values
 from .config import Settings
 from .errors import InputError, RemoteError, TinsnipError
 from .inventory import Host
@@ -91,7 +92,7 @@ class Output:
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "[REDACTED]")
-        return text
+        return secret_values.mask(text)
 
     def line(self, text: str = "", host: str | None = None, err: bool = False) -> None:
         if self.quiet and not err:
@@ -330,7 +331,7 @@ class Engine:
         if extra:
             summary.update(extra)
         if self.options.json:
-            print(self.out.mask(json.dumps(summary, indent=2, default=str)))
+            print(self.out.mask(json.dumps(summary, indent=2, default=secret_values.json_default)))
         else:
             self.out.line("")
             label = "dry run" if self.options.dry_run else "recap"
@@ -347,7 +348,7 @@ class Engine:
 
 
 def json_dump(data: Any, secrets: list[str] | None = None) -> str:
-    text = json.dumps(data, indent=2, default=str)
+    text = json.dumps(data, indent=2, default=secret_values.json_default)
     for secret in secrets or []:
         text = text.replace(secret, "[REDACTED]")
-    return text
+    return secret_values.mask(text)

@@ -33,6 +33,7 @@ from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
 from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
+from . import registry_access
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "docker")  # docker: its socket is root on the host
@@ -106,11 +107,15 @@ def slirp_cidr(pools: tuple[tuple[str, int], ...]) -> str | None:
 
 
 def daemon_json(host: DockerHost) -> str | None:
-    """The rootless daemon's own config: the host's address pools. None when the inventory gives none."""
-    if not host.address_pools:
+    """The rootless daemon's own config: the host's address pools and registry mirrors. None when the
+    inventory gives neither."""
+    data: dict = {}
+    if host.address_pools:
+        data["default-address-pools"] = [{"base": base, "size": size} for base, size in host.address_pools]
+    data.update(registry_access.daemon_entries(host))
+    if not data:
         return None
-    pools = [{"base": base, "size": size} for base, size in host.address_pools]
-    return json.dumps({"default-address-pools": pools}, indent=2) + "\n"
+    return json.dumps(data, indent=2) + "\n"
 
 
 def dropin(host: DockerHost) -> str:
@@ -230,6 +235,7 @@ echo "mntdir=$([ -d {q(m.mount_point)} ] && echo 1 || echo 0)"
 echo "unit=$([ -f {q(unit_path(m))} ] && echo 1 || echo 0)"
 echo "daemon_json=$(tf {q(daemon_json_path(m))})"
 echo "dropin=$(tf {q(dropin_path(m))})"
+{registry_access.fact_lines()}
 if [ -S /run/user/$uid/bus ] && id -u "$u" >/dev/null 2>&1; then
   echo "active=$({run_as} systemctl --user is-active docker.service 2>/dev/null)"
   echo "enabled=$({run_as} systemctl --user is-enabled docker.service 2>/dev/null)"
@@ -252,6 +258,7 @@ def parse_machine(rc: int, out: str) -> dict:
     kv = parse_kv(rc, out)
     kv["daemon_json"] = _b64(kv.get("daemon_json", "-"))
     kv["dropin"] = _b64(kv.get("dropin", "-"))
+    kv["access"] = registry_access.parse_fact(kv)
     return kv
 
 
@@ -573,7 +580,8 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
         steps.append(as_user(m, ("mkdir", "-p", *dirs), f"{m.name}: config directories of the rootless daemon"))
     if json_changed:
         problems.append("daemon.json " + ("missing" if have_json is None else "differs"))
-        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools",
+        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools"
+                            + (" and registry mirrors" if host.registry_mirrors else ""),
                             mode=0o644, as_user=m.user, old=have_json, expect=sha256(have_json)))
     if dropin_changed:
         problems.append("docker.service drop-in " + ("missing" if have_dropin is None else "differs"))
@@ -601,11 +609,15 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
                if v.split("=", 1)[-1].startswith(("/mnt/", GATES + "/"))]
     bridge_bad = _bridge_outside(mf.get("bridge") or "", host.address_pools) if active else []
     restart = False
+    reload = False
     if dropin_changed:
         steps.append(as_user(m, ("systemctl", "--user", "daemon-reload"), f"{m.name}: reload the user units"))
         restart = True
     if json_changed:
-        restart = True
+        if registry_access.mirror_change_only(have_json, want_json):
+            reload = True  # dockerd re-reads registry-mirrors on SIGHUP
+        else:
+            restart = True
     if xdg_bad:
         problems.append("the daemon inherited " + ", ".join(xdg_bad))
         restart = True
@@ -630,6 +642,9 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
         problems.append("`docker info` fails: " + (info.strip() or "no answer"))
         steps.append(as_user(m, ("systemctl", "--user", "restart", "docker.service"), f"{m.name}: restart rootless Docker"))
         steps.append(wait)
+    elif reload:
+        steps.append(as_user(m, ("systemctl", "--user", "reload", "docker.service"),
+                             f"{m.name}: reload rootless Docker (new registry mirrors, no restart)"))
     if not steps:
         version = info.split()[0] if info.split() else "?"
         return Part("docker", OK, f"rootless Docker {version} active, enabled, DOCKER_HOST={m.docker_host}")
@@ -669,7 +684,10 @@ class HostAssessment:
     shared: list[Step]  # subuid, subgid (before users), fstab and the gates' parent (before mounts)
 
 
-def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostAssessment:
+def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+                logins: dict | None = None) -> HostAssessment:
+    """`logins`: machine-env name → its registry logins read from the NAS (None: not read, config.json
+    is left alone)."""
     subuid_parts, subuid_step = subid_file("/etc/subuid", host.name, facts.get("subuid"), machine_envs)
     subgid_parts, subgid_step = subid_file("/etc/subgid", host.name, facts.get("subgid"), machine_envs)
     fstab_parts, fstab_step = fstab_file(facts.get("fstab"), machine_envs, nas_address)
@@ -690,24 +708,29 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             mount_part(m, facts, mf),
             linger,
             docker_part(m, host, mf, user_ready, mount_moves),
+            registry_access.access_part(m, host, mf.get("access") or {},
+                                        None if logins is None else logins.get(m.name, {})),
             links_part(m, mf),
         ]
     return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)])
 
 
-STAGES = ("user", "gate", "mount", "linger", "docker", "links")
+STAGES = ("user", "gate", "mount", "linger", "docker", "registry", "links")
 
 
-def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
+def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+              logins: dict | None = None) -> HostPlan:
     """The steps that bring every machine-env of this host to its desired state, in dependency order:
     subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links."""
-    a = assess_host(host, machine_envs, nas_address, facts)
+    a = assess_host(host, machine_envs, nas_address, facts, logins)
     subuid_step, subgid_step, fstab_step, gates = a.shared
     steps: list[Step] = [subuid_step, subgid_step]
 
     def stage(name: str) -> None:
         for m in machine_envs:
             part = next(p for p in a.parts[m.name] if p.name == name)
+            if part.name == "registry" and part.detail == registry_access.NOTHING:
+                continue
             steps.extend(part.steps if part.steps else [Noop(f"{m.name}: {part.detail}")])
 
     stage("user")
@@ -720,12 +743,15 @@ def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str
     return HostPlan(host.name, steps, data)
 
 
-def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str):
-    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply."""
+def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str,
+               logins: dict | None = None):
+    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply.
+    `logins`: see assess_host."""
     from ..engine import Job
 
     machine_envs = sorted(machine_envs, key=lambda m: m.uid)
-    return Job(host, facts_for(machine_envs), lambda facts: plan_host(host, machine_envs, nas_address, facts))
+    return Job(host, facts_for(machine_envs),
+               lambda facts: plan_host(host, machine_envs, nas_address, facts, logins))
 
 
 # -- removal -----------------------------------------------------------------------------------
