@@ -22,7 +22,7 @@ import base64
 import json
 
 from ..inventory import DockerHost
-from ..secrets import Secret
+from ..secrets import Secret, register
 from ..smep import MachineEnv
 from ..steps import Step, Upload
 
@@ -84,7 +84,10 @@ def parse_fact(kv: dict) -> dict:
 # -- config.json ---------------------------------------------------------------------------------
 
 def auth(username: str, password: Secret) -> str:
-    return base64.b64encode(f"{username}:{password.reveal()}".encode()).decode()
+    """The base64 user:password of config.json; registered with the masking like the password itself."""
+    value = base64.b64encode(f"{username}:{password.reveal()}".encode()).decode()
+    register(value)
+    return value
 
 
 def docker_config(old: str | None, logins: dict[str, tuple[str, Secret]]) -> str | None:
