@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,21 +44,12 @@ class Nas(Host):
 
 
 @dataclass(frozen=True)
-class RegistryCA:
-    """A CA the rootless daemons of a Docker host trust for one registry (`HOST:PORT`)."""
-
-    registry: str
-    path: Path
-    pem: str = field(repr=False, compare=True)
-
-
-@dataclass(frozen=True)
 class DockerHost(Host):
     nfs_client: str = ""
     address_pools: tuple[tuple[str, int], ...] = ()
     images: tuple[tuple[str, Path], ...] = ()
-    registry_mirrors: tuple[str, ...] = ()  # https URLs, written into every rootless daemon's config
-    registry_cas: tuple[RegistryCA, ...] = ()  # trusted by every rootless daemon of the host
+    registry_mirrors: tuple[str, ...] = ()  # https URLs, for Docker Hub names
+    registry_cas: tuple[tuple[str, str], ...] = ()  # (HOST:PORT, PEM text) trusted by every rootless daemon
 
 
 @dataclass(frozen=True)
@@ -170,77 +162,6 @@ class _Checker:
             return None
 
 
-def registry_key(value: str) -> tuple[str, int] | None:
-    """("host", port) of a registry key `HOST:PORT` (a name or an IPv4 address), or None."""
-    host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not all(part and part.replace("-", "").isalnum() and part.isascii() and not part.startswith("-")
-                   for part in host.split(".")):
-            return None
-    return host, int(port)
-
-
-def _mirrors(c: _Checker, raw, path: str) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        c.add(path, "must be a list of https URLs, e.g. [https://198.18.0.30:5000]")
-        return ()
-    out: list[str] = []
-    for i, url in enumerate(raw):
-        pi = f"{path}[{i}]"
-        text = c.text(url, pi)
-        if text is None:
-            continue
-        rest = text[len("https://"):] if text.startswith("https://") else None
-        if rest is None:
-            c.add(pi, f"must be an https URL (the daemon speaks TLS to a mirror), not {text!r}")
-            continue
-        if registry_key(rest.rstrip("/")) is None and registry_key(rest.rstrip("/") + ":443") is None:
-            c.add(pi, f"must be https://HOST or https://HOST:PORT with no path, not {text!r}")
-            continue
-        if text in out:
-            c.add(pi, f"{text} is listed twice")
-            continue
-        out.append(text)
-    return tuple(out)
-
-
-def _cas(c: _Checker, raw, path: str, base: Path) -> tuple[RegistryCA, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        c.add(path, "must map HOST:PORT to a PEM CA certificate file, e.g. {198.18.0.30:5000: registry-ca.crt}")
-        return ()
-    out: list[RegistryCA] = []
-    for key, file in raw.items():
-        pk = f"{path}.{key}"
-        if registry_key(key) is None:
-            c.add(pk, f"the key must be HOST:PORT (the registry's address as images name it), not {key!r}")
-            continue
-        text = c.text(file, pk)
-        if text is None:
-            continue
-        full = (base / Path(text).expanduser()).resolve()
-        try:
-            pem = full.read_text(errors="replace")
-        except OSError as exc:
-            c.add(pk, f"cannot read {full}: {exc.strerror or exc} (paths are relative to the inventory's directory)")
-            continue
-        if "-----BEGIN CERTIFICATE-----" not in pem or "-----END CERTIFICATE-----" not in pem:
-            c.add(pk, f"{full} is not a PEM certificate (no BEGIN/END CERTIFICATE lines)")
-            continue
-        if "PRIVATE KEY-----" in pem:
-            c.add(pk, f"{full} holds a private key: give the CA's certificate only")
-            continue
-        out.append(RegistryCA(str(key), full, pem if pem.endswith("\n") else pem + "\n"))
-    return tuple(out)
-
-
 def load(path: str | Path) -> Inventory:
     """Read and validate an inventory file; raise InputError listing every problem."""
     path = Path(path)
@@ -300,7 +221,7 @@ def parse(data, path: Path) -> Inventory:
         if hname == "nas":
             c.add(p, "the name 'nas' belongs to the NAS")
         h = c.mapping(raw, p, {"address", "user", "port", "nfs_client", "address_pools", "images",
-                               "registry_mirrors", "registry_cas"}, {"address"})
+                                 "registry_mirrors", "registry_cas"}, {"address"})
         address = c.address(h.get("address"), f"{p}.address") or ""
         pools = []
         raw_pools = h.get("address_pools") or []
@@ -328,8 +249,38 @@ def parse(data, path: Path) -> Inventory:
         for iname, archive in raw_images.items():
             if c.text(iname, f"{p}.images") and c.text(archive, f"{p}.images.{iname}"):
                 images.append((iname, (base / Path(archive).expanduser()).resolve()))
-        mirrors = _mirrors(c, h.get("registry_mirrors"), f"{p}.registry_mirrors")
-        cas = _cas(c, h.get("registry_cas"), f"{p}.registry_cas", base)
+        mirrors = []
+        raw_mirrors = h.get("registry_mirrors") or []
+        if not isinstance(raw_mirrors, list):
+            c.add(f"{p}.registry_mirrors", "must be a list of https URLs, e.g. [https://registry.lan:5000]")
+            raw_mirrors = []
+        for i, url in enumerate(raw_mirrors):
+            if not (isinstance(url, str) and re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(:[0-9]+)?/?", url)):
+                c.add(f"{p}.registry_mirrors[{i}]", f"must be an https URL of a registry (https://HOST[:PORT]), not {url!r}")
+            else:
+                mirrors.append(url.rstrip("/"))
+        cas = []
+        raw_cas = h.get("registry_cas") or {}
+        if not isinstance(raw_cas, dict):
+            c.add(f"{p}.registry_cas", "must map HOST:PORT of a registry to a CA certificate file (PEM)")
+            raw_cas = {}
+        for reg, pem_path in raw_cas.items():
+            rp = f"{p}.registry_cas.{reg}"
+            if not (isinstance(reg, str) and re.fullmatch(r"[A-Za-z0-9.\-]+:[0-9]{1,5}", reg)):
+                c.add(rp, f"the key must be a registry's HOST:PORT (as in an image name), not {reg!r}")
+                continue
+            if not c.text(pem_path, rp):
+                continue
+            f = (base / Path(pem_path).expanduser()).resolve()
+            try:
+                pem = f.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                c.add(rp, f"cannot read the CA certificate {f}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+                c.add(rp, f"{f} is not a PEM CA certificate (and must hold no private key)")
+                continue
+            cas.append((reg, pem))
         hosts[hname] = DockerHost(
             name=hname,
             address=address,
@@ -339,8 +290,8 @@ def parse(data, path: Path) -> Inventory:
             nfs_client=c.address(h.get("nfs_client"), f"{p}.nfs_client") or address,
             address_pools=tuple(pools),
             images=tuple(images),
-            registry_mirrors=mirrors,
-            registry_cas=cas,
+            registry_mirrors=tuple(mirrors),
+            registry_cas=tuple(sorted(cas)),
         )
 
     machines: dict[str, str] = {}

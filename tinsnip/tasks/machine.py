@@ -281,7 +281,7 @@ def _survey(opts, settings, targets):
         def one(name):
             mes = by_host[name]
             try:
-                host_facts = engine.gather(hosts[name], plans.facts_for(mes))
+                host_facts = engine.gather(hosts[name], plans.facts_for(mes, hosts[name]))
                 logins = {m.name: secrets.logins(facts, m) for m in mes}
                 return name, plans.assess_host(hosts[name], mes, inv.nas.address, host_facts, logins), None
             except TinsnipError as exc:
@@ -508,11 +508,12 @@ def secrets_(c, opts, service=None, env=None):
 
 
 def _check_registry(registry) -> str:
-    from ..inventory import registry_key
+    import re
+
     from .common import require
 
     registry = require(registry, "registry")
-    if registry_key(registry) is None:
+    if not re.fullmatch(r"[A-Za-z0-9.\-]+:[0-9]{1,5}", registry):
         raise InputError(f"--registry {registry!r}: give HOST:PORT as image names use it, e.g. 198.18.0.30:5001")
     return registry
 

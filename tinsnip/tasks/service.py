@@ -82,10 +82,10 @@ def _guard(plan_fn, input_errors: list):
 
 @tin_task(help={
     "catalog_service": "show only this catalog service",
-    "check": "exit 2 if a listed service breaks tinsnip's compose rules",
+    "check": "exit 2 if a listed service has an error (warnings do not fail)",
 })
 def catalog(c, opts, catalog_service=None, check=False):
-    """List the service catalog: each service, its ports, and whether it follows the compose rules."""
+    """List the service catalog: each service, its ports, and what in its compose file cannot work (file:line, fix)."""
     if catalog_service is not None:
         smep.check_name(catalog_service, "catalog service")
     sheet = _local_sheet(opts)
@@ -94,9 +94,12 @@ def catalog(c, opts, catalog_service=None, check=False):
     data = {"catalog": str(where), "sheet": sheet, "services": [s.describe() for s in services]}
     lines = [f"catalog {where} (sheet {sheet}): {len(services)} service(s)"]
     for s in services:
-        rules = "follows the rules" if s.follows_rules else f"BREAKS {len(s.problems)} rule(s)"
-        lines.append(f"  {s.name:<20} ports {s.ports_needed:<2} {rules:<22} {s.path}")
-        lines += [f"      {p}" for p in s.problems]
+        rules = "deployable" if s.follows_rules else f"{len(s.problems)} error(s)"
+        if s.warnings:
+            rules += f", {len(s.warnings)} warning(s)"
+        lines.append(f"  {s.name:<20} ports {s.ports_needed:<2} {rules:<28} {s.path}")
+        lines += ["    error: " + p.replace("\n", "\n      ") for p in s.problems]
+        lines += ["    warning: " + w.replace("\n", "\n      ") for w in s.warnings]
     emit(opts, data, lines)
     broken = [s for s in services if not s.follows_rules]
     if check and broken:
