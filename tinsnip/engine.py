@@ -310,7 +310,9 @@ class Engine:
         when something changed). A log that cannot be written is a warning, not a failure."""
         from . import changelog
 
-        changed = {o.host: [r.step.desc for r in o.results if r.status == "changed"] for o in self.outcomes}
+        changed: dict[str, list[str]] = {}
+        for o in self.outcomes:  # a host may take part in several phases (the NAS: a login, then machine.create)
+            changed.setdefault(o.host, []).extend(r.step.desc for r in o.results if r.status == "changed")
         if self.options.dry_run or not any(changed.values()):
             return
         inv = self.settings.inventory

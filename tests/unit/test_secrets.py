@@ -14,7 +14,7 @@ from tinsnip.engine import Engine, Options, Output, json_dump
 from tinsnip.errors import InputError
 from tinsnip.plans import machine as pm
 from tinsnip.plans import registry_login as rl
-from tinsnip.steps import Noop, Run, Upload
+from tinsnip.steps import Noop, Run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_plans_machine import GP, HOST, NAS, b64, done_facts  # noqa: E402

@@ -53,8 +53,8 @@ def docker_config(old: str | None, logins: dict[str, tuple[str, Secret]]) -> str
     if logins:
         data["auths"] = {reg: {"auth": auth(user, pw)} for reg, (user, pw) in sorted(logins.items())}
     else:
-        if old is None or "auths" not in data:
-            return old
+        if old is None or not data.get("auths"):
+            return old  # an empty `auths` (the docker CLI writes one) is no login
         data.pop("auths")
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 

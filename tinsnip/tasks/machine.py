@@ -96,10 +96,9 @@ def catalog_warning(sheet: str, machine: str) -> str | None:
 def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict[str, int]):
     """Phase 1: the NAS (registry, tree, export, machine.env) for every target; phase 2: every Docker host
     with its machine-envs, hosts in parallel. A NAS failure stops before any Docker host is touched."""
+    from .. import secrets
     from ..plans import machine as plans
     from ..plans import nas as nas_plans
-
-    from .. import secrets
 
     engine = opts.engine(settings)
     inv = settings.inventory
