@@ -400,8 +400,8 @@ def _check_variables(c, sdir: Path, shipped: set) -> list[Finding]:
                 known |= {k for k, v in dotenv_values(sdir / p).items() if v is not None}
     out, seen = [], set()
     for v in c.variables:
-        if v.has_default or v.name in known or v.name in seen:
-            continue
+        if v.has_default or v.name in known or v.name in seen or re.fullmatch(r"TIN_PORT_\d+", v.name):
+            continue  # (TIN_PORT_10 and beyond are errors of their own)
         seen.add(v.name)
         out.append(Finding("warning", c.path, v.line, f"${{{v.name}}} is set by no env file of the service",
                            f"set {v.name} in one of the service's own env files (listed under env_file), or as a "
@@ -474,6 +474,15 @@ def _check_port(svc, p, slots, supplies, add, where, over) -> list[Finding]:
 
 def _check_mount(c, svc, m, shipped, shipped_dirs, supplies, add, where) -> None:
     if m.type != "bind" or m.source is None:
+        if m.is_named_volume and PLACEHOLDER.search(m.source):
+            add("error", m.line, f"{where}: {m.source} is a placeholder path",
+                "bind a path of the service instead: a named volume or ./name (tinsnip keeps both on the NAS)",
+                (f"- {Path(m.target).name or 'data'}:{m.target}",) if not m.long else ())
+            return
+        if m.is_named_volume and "$" not in m.source and m.source not in c.volumes:
+            add("error", m.line, f"{where}: volume {m.source} is not declared under the top-level volumes:",
+                f"declare it (tinsnip binds it to the NAS): add `{m.source}:` under a top-level `volumes:`")
+            return
         if m.is_named_volume and _is_database(svc, m.target):
             add("warning", m.line, f"{where}: a database's data directory ({m.target}) on a NAS volume: under "
                 "all_squash its chown and chmod fail (Operation not permitted) and it will not start", DATABASE_FIX)

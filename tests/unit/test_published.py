@@ -212,3 +212,75 @@ def test_an_app_with_no_error_is_a_valid_compose_project_with_the_override(tmp_p
                         sdir / svc.compose_file.name), "-f", str(sdir / catalog.OVERRIDE_NAME), "config", "-q"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+LINT = """\
+services:
+  web:
+    image: nginx:1.25
+    restart: always
+    privileged: true
+    network_mode: host
+    sysctls:
+      net.core.somaxconn: 1024
+    cap_add: [NET_ADMIN, SYS_ADMIN]
+    devices:
+      - /dev/dri:/dev/dri
+    user: 10:10
+    volumes:
+      - /srv/web:/srv
+      - ~/cache:/cache
+      - ../shared:/shared
+      - <your data dir>:/data
+      - /etc/localtime:/etc/localtime:ro
+      - ${XDG_DATA_HOME}/${TIN_SHEET}/web:/app/data
+      - ./conf:/etc/nginx/conf.d:ro
+      - cache:/var/cache
+    ports:
+      - "80:80"
+      - "${TIN_PORT_10}:81"
+  bulk:
+    image: busybox:1
+    restart: always
+    ports: ["9000-9010:9000-9010"]
+"""
+
+
+def test_each_lint_case_names_its_line():
+    """Every error case of the check in one file, with the exact line each points at."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "lint"
+        (d / "conf").mkdir(parents=True)
+        (d / "conf" / "site.conf").write_text("server {}\n")
+        (d / "docker-compose.yml").write_text(LINT)
+        got = [(f.level, f.line, f.message.split(": ", 1)[-1][:30])
+               for f in catalog.load_dir(d, compose.ALL_SUPPLIES).findings]
+    assert got == [
+        ("error", 24, "a machine-env has ten ports, T"),
+        ("error", 5, "privileged cannot work under r"),
+        ("error", 6, "network_mode host shares the h"),
+        ("error", 8, "sysctl net.core.somaxconn cann"),
+        ("error", 9, "cap_add SYS_ADMIN is host-wide"),
+        ("error", 11, "device /dev/dri belongs to the"),
+        ("error", 12, "unquoted user 10:10 is read by"),
+        ("error", 14, "/srv/web is a host path outsid"),
+        ("error", 15, "~/cache is in the Docker host'"),
+        ("error", 16, "../shared is outside the catal"),
+        ("error", 17, "<your data dir> is a placehold"),
+        ("error", 21, "volume cache is not declared u"),
+        ("error", 28, "the file publishes more ports "),
+    ]
+
+
+def test_without_the_port_mapping_low_and_literal_ports_are_errors(tmp_path):
+    d = tmp_path / "svc"
+    d.mkdir()
+    (d / "docker-compose.yml").write_text(
+        "services:\n  web:\n    image: x:1\n    restart: always\n    env_file: [../../.machine/machine.env, .env]\n"
+        "    ports:\n      - \"80:80\"\n      - \"8080:81\"\n      - \"${TIN_PORT_1}:82\"\n")
+    s = catalog.load_dir(d, frozenset({"volumes"}))
+    assert [(f.line, f.message.split(": ", 1)[1][:22]) for f in s.findings] == [
+        (7, "host port 80 is below "), (8, "port 8080:81 is not on")]
+    assert s.ports_needed == 2  # TIN_PORT_0 … TIN_PORT_1
