@@ -152,3 +152,18 @@ def test_value_from_stdin_else_environment():
     assert secrets.read_value(io.StringIO(""), {"TINSNIP_SECRET_X": "env-value-12"}, "TINSNIP_SECRET_X", "x").reveal() == "env-value-12"
     with pytest.raises(InputError, match="TINSNIP_SECRET_X"):
         secrets.read_value(io.StringIO(""), {}, "TINSNIP_SECRET_X", "x")
+
+
+def test_doctor_checks_each_registry_once_with_the_inventory_ca():
+    from tinsnip.plans import doctor
+
+    host = replace(HOST, registry_mirrors=("https://198.18.3.30:5000", "https://mirror.lan"),
+                   registry_cas=(("198.18.3.30:5000", PEM), (REG, PEM)))
+    checks = doctor.registry_checks(host)
+    assert [c.name for c in checks] == ["registry 198.18.3.30:5000", f"registry {REG}", "registry mirror.lan:443"]
+    assert '--cacert "$ca"' in checks[0].command and "MIIBfake" in checks[0].command
+    assert "--cacert" not in checks[2].command and "registry_cas" in checks[2].fix
+    assert checks[1].judge(0, " 401") == (True, f"https://{REG}/v2/ answers over TLS (HTTP 401, login needed)")
+    ok, detail = checks[0].judge(60, "curl: (60) SSL certificate problem: unable to get local issuer certificate\nmore\n 000")
+    assert not ok and detail.startswith("curl: (60) SSL certificate problem")
+    assert doctor.registry_checks(HOST) == []
