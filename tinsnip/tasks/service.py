@@ -226,12 +226,20 @@ def status(c, opts, service=None, env=None, catalog_service=None, host=None):
         lines.append("  no catalog services deployed")
     for s in report["services"]:
         lines.append(f"  {s['service']}: {s['state']}; ports {', '.join(map(str, s['ports'])) or 'none'}")
+        last = s.get("last_deploy")
+        if last and last["outcome"] != "ok":
+            lines.append(f"    last deploy FAILED at {last['at']}: {last['why']}")
+            lines.append(f"    fix it, then `tin service.deploy --service {machine} --env {env} "
+                         f"--catalog-service {s['service']}`")
         for ctr in s["containers"]:
             health = f" ({ctr['health']})" if ctr["health"] else ""
             lines.append(f"    {ctr['name']:<28} {ctr['state']}{health:<12} {ctr['image']:<20} {' '.join(ctr['ports'])}")
     emit(opts, report, lines)
     if report["docker_error"] and report["ready"]:
         raise RemoteError(f"{m.user}'s rootless Docker on {placed.name} does not answer")
+    failed = [s["service"] for s in report["services"] if (s.get("last_deploy") or {}).get("outcome") == "failed"]
+    if failed:
+        raise RemoteError(f"the last deploy of {', '.join(failed)} on {m.name} failed (see above)")
 
 
 @tin_task(help={**TARGET_HELP, "follow": "keep printing new lines until interrupted",
