@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class DockerHost(Host):
     nfs_client: str = ""
     address_pools: tuple[tuple[str, int], ...] = ()
     images: tuple[tuple[str, Path], ...] = ()
+    registry_mirrors: tuple[str, ...] = ()  # https URLs, for Docker Hub names
+    registry_cas: tuple[tuple[str, str], ...] = ()  # (HOST:PORT, PEM text) trusted by every rootless daemon
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,8 @@ def parse(data, path: Path) -> Inventory:
             continue
         if hname == "nas":
             c.add(p, "the name 'nas' belongs to the NAS")
-        h = c.mapping(raw, p, {"address", "user", "port", "nfs_client", "address_pools", "images"}, {"address"})
+        h = c.mapping(raw, p, {"address", "user", "port", "nfs_client", "address_pools", "images",
+                                 "registry_mirrors", "registry_cas"}, {"address"})
         address = c.address(h.get("address"), f"{p}.address") or ""
         pools = []
         raw_pools = h.get("address_pools") or []
@@ -245,6 +249,38 @@ def parse(data, path: Path) -> Inventory:
         for iname, archive in raw_images.items():
             if c.text(iname, f"{p}.images") and c.text(archive, f"{p}.images.{iname}"):
                 images.append((iname, (base / Path(archive).expanduser()).resolve()))
+        mirrors = []
+        raw_mirrors = h.get("registry_mirrors") or []
+        if not isinstance(raw_mirrors, list):
+            c.add(f"{p}.registry_mirrors", "must be a list of https URLs, e.g. [https://registry.lan:5000]")
+            raw_mirrors = []
+        for i, url in enumerate(raw_mirrors):
+            if not (isinstance(url, str) and re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(:[0-9]+)?/?", url)):
+                c.add(f"{p}.registry_mirrors[{i}]", f"must be an https URL of a registry (https://HOST[:PORT]), not {url!r}")
+            else:
+                mirrors.append(url.rstrip("/"))
+        cas = []
+        raw_cas = h.get("registry_cas") or {}
+        if not isinstance(raw_cas, dict):
+            c.add(f"{p}.registry_cas", "must map HOST:PORT of a registry to a CA certificate file (PEM)")
+            raw_cas = {}
+        for reg, pem_path in raw_cas.items():
+            rp = f"{p}.registry_cas.{reg}"
+            if not (isinstance(reg, str) and re.fullmatch(r"[A-Za-z0-9.\-]+:[0-9]{1,5}", reg)):
+                c.add(rp, f"the key must be a registry's HOST:PORT (as in an image name), not {reg!r}")
+                continue
+            if not c.text(pem_path, rp):
+                continue
+            f = (base / Path(pem_path).expanduser()).resolve()
+            try:
+                pem = f.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                c.add(rp, f"cannot read the CA certificate {f}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+                c.add(rp, f"{f} is not a PEM CA certificate (and must hold no private key)")
+                continue
+            cas.append((reg, pem))
         hosts[hname] = DockerHost(
             name=hname,
             address=address,
@@ -254,6 +290,8 @@ def parse(data, path: Path) -> Inventory:
             nfs_client=c.address(h.get("nfs_client"), f"{p}.nfs_client") or address,
             address_pools=tuple(pools),
             images=tuple(images),
+            registry_mirrors=tuple(mirrors),
+            registry_cas=tuple(sorted(cas)),
         )
 
     machines: dict[str, str] = {}

@@ -6,6 +6,7 @@ import pytest
 
 from tinsnip.errors import TinsnipError
 from tinsnip.inventory import DockerHost
+from tinsnip.plans import boot
 from tinsnip.plans import machine as pm
 from tinsnip.smep import MachineEnv
 from tinsnip.steps import Noop, Run, Upload
@@ -38,7 +39,9 @@ def done_facts(*mes):
     facts["subuid"] = facts["subgid"] = "tadmin:100000:65536\n" + "".join(pm.subid_line(m) + "\n" for m in mes)
     facts["fstab"] += "".join(pm.fstab_line(m, NAS) + "\n" for m in mes)
     facts["gates"] = "0:0:755"
+    facts["boot:unit"] = boot.storage_unit()
     for m in mes:
+        facts[f"boot:{m.name}"] = boot.manager_dropin(m)
         facts["passwd"][m.user] = {"uid": m.uid, "gid": m.gid, "home": m.home, "shell": "/bin/bash"}
         facts["group"][m.user] = {"gid": m.gid, "members": []}
         facts["mounts"][m.mount_point] = {"fstype": "fuse.nfs4", "source": "/.lab/nfs"}
@@ -87,8 +90,11 @@ def test_converged_host_plans_only_noops():
 
 def test_two_machine_envs_share_one_write_of_each_shared_file():
     plan = pm.plan_host(HOST, [GP, GT], NAS, fresh_facts(GP, GT))
-    uploads = [s.path for s in plan.steps if isinstance(s, Upload) and s.path.startswith("/etc/")]
+    uploads = [s.path for s in plan.steps if isinstance(s, Upload) and s.path.startswith("/etc/")
+               and not s.path.startswith(boot.UNIT_DIR)]
     assert uploads == ["/etc/subuid", "/etc/subgid", "/etc/fstab"]
+    units = [s.path for s in plan.steps if isinstance(s, Upload) and s.path == boot.storage_unit_path()]
+    assert len(units) == 1  # the storage template: one write for the host
     fstab = next(s for s in plan.steps if isinstance(s, Upload) and s.path == "/etc/fstab")
     assert fstab.content.count(" /var/lib/tinsnip/mounts/gazette-prod/nas ") == 1
     assert fstab.content.count(" /var/lib/tinsnip/mounts/gazette-test/nas ") == 1 and "/mnt/" not in fstab.content
@@ -200,7 +206,8 @@ def test_remove_plans_everything_then_nothing():
     assert "/mnt/gazette-prod" not in fstab.content and "gazette-prod/nas" not in fstab.content
     rm = [s.argv for s in plan.steps if isinstance(s, Run) and s.argv[0] in ("rm", "rmdir")]
     assert rm == [("rm", "-f", "/mnt/gazette-prod"), ("rmdir", "/var/lib/tinsnip/mounts/gazette-prod/nas"),
-                  ("rmdir", "/var/lib/tinsnip/mounts/gazette-prod")]  # never rm -r, never NAS data
+                  ("rmdir", "/var/lib/tinsnip/mounts/gazette-prod"),
+                  ("rm", "-f", "/etc/systemd/system/user@10100.service.d/tinsnip-storage.conf")]  # never rm -r, never NAS data
     assert [s.argv for s in plan.steps if isinstance(s, Run) and s.argv[0] == "umount"] == [
         ("umount", "/var/lib/tinsnip/mounts/gazette-prod/nas")]
     gone = fresh_facts(GP)
@@ -278,3 +285,35 @@ def test_a_foreign_mount_on_mnt_is_named_never_unmounted():
                    for s in plan.steps)
     gate = next(p for p in plan.data["parts"][GP.name] if p["part"] == "gate")
     assert "ext4 mount, not NFS: unmount it by hand" in gate["detail"]
+
+
+def test_user_managers_start_only_after_their_storage_at_boot():
+    plan = pm.plan_host(HOST, [GP, GT], NAS, fresh_facts(GP, GT))
+    uploads = {s.path: s for s in plan.steps if isinstance(s, Upload)}
+    unit = uploads[boot.storage_unit_path()].content
+    assert "until mountpoint -q /var/lib/tinsnip/mounts/%i/nas; do mount /var/lib/tinsnip/mounts/%i/nas" in unit
+    assert "TimeoutStartSec=infinity" in unit and "Type=oneshot" in unit
+    for m in (GP, GT):
+        dropin = uploads[f"/etc/systemd/system/user@{m.uid}.service.d/tinsnip-storage.conf"].content
+        assert f"After=tinsnip-storage@{m.name}.service" in dropin and f"Wants=tinsnip-storage@{m.name}.service" in dropin
+    reloads = [i for i, s in enumerate(plan.steps) if isinstance(s, Run) and s.argv == ("systemctl", "daemon-reload")]
+    last_dropin = max(i for i, s in enumerate(plan.steps) if isinstance(s, Upload) and s.path.startswith(boot.UNIT_DIR))
+    assert len(reloads) == 1 and reloads[0] > last_dropin
+
+
+def test_a_changed_boot_dropin_is_drift_and_rewritten_alone():
+    facts = done_facts(GP)
+    facts["boot:gazette-prod"] = "[Unit]\n"
+    plan = pm.plan_host(HOST, [GP], NAS, facts)
+    changed = [s for s in plan.steps if not isinstance(s, Noop)]
+    assert [getattr(s, "path", None) or s.argv for s in changed] == [
+        ("mkdir", "-p", "/etc/systemd/system/user@10100.service.d"),
+        "/etc/systemd/system/user@10100.service.d/tinsnip-storage.conf", ("systemctl", "daemon-reload")]
+    part = next(p for p in plan.data["parts"]["gazette-prod"] if p["part"] == "boot")
+    assert part["state"] == "drifted"
+
+
+def test_remove_takes_the_boot_dropin_away():
+    plan = pm.plan_remove(HOST, GP, NAS, done_facts(GP))
+    rms = [s.argv for s in plan.steps if isinstance(s, Run) and s.argv[:2] == ("rm", "-f")]
+    assert ("rm", "-f", "/etc/systemd/system/user@10100.service.d/tinsnip-storage.conf") in rms

@@ -33,6 +33,7 @@ from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
 from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
+from . import boot, registry_access, registry_login
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "docker")  # docker: its socket is root on the host
@@ -106,11 +107,16 @@ def slirp_cidr(pools: tuple[tuple[str, int], ...]) -> str | None:
 
 
 def daemon_json(host: DockerHost) -> str | None:
-    """The rootless daemon's own config: the host's address pools. None when the inventory gives none."""
-    if not host.address_pools:
+    """The rootless daemon's own config: the host's address pools and registry mirrors. None when the
+    inventory gives neither."""
+    if not host.address_pools and not host.registry_mirrors:
         return None
-    pools = [{"base": base, "size": size} for base, size in host.address_pools]
-    return json.dumps({"default-address-pools": pools}, indent=2) + "\n"
+    config: dict = {}
+    if host.address_pools:
+        config["default-address-pools"] = [{"base": base, "size": size} for base, size in host.address_pools]
+    if host.registry_mirrors:
+        config["registry-mirrors"] = list(host.registry_mirrors)
+    return json.dumps(config, indent=2) + "\n"
 
 
 def dropin(host: DockerHost) -> str:
@@ -230,6 +236,7 @@ echo "mntdir=$([ -d {q(m.mount_point)} ] && echo 1 || echo 0)"
 echo "unit=$([ -f {q(unit_path(m))} ] && echo 1 || echo 0)"
 echo "daemon_json=$(tf {q(daemon_json_path(m))})"
 echo "dropin=$(tf {q(dropin_path(m))})"
+{registry_login.fact_line()}
 if [ -S /run/user/$uid/bus ] && id -u "$u" >/dev/null 2>&1; then
   echo "active=$({run_as} systemctl --user is-active docker.service 2>/dev/null)"
   echo "enabled=$({run_as} systemctl --user is-enabled docker.service 2>/dev/null)"
@@ -252,11 +259,13 @@ def parse_machine(rc: int, out: str) -> dict:
     kv = parse_kv(rc, out)
     kv["daemon_json"] = _b64(kv.get("daemon_json", "-"))
     kv["dropin"] = _b64(kv.get("dropin", "-"))
+    kv["dockercfg"] = registry_login.parse(_b64(kv.get("dockercfg", "-")))
     return kv
 
 
-def facts_for(machine_envs: list[MachineEnv]) -> list[Fact]:
-    return host_facts() + [machine_fact(m) for m in machine_envs]
+def facts_for(machine_envs: list[MachineEnv], host: DockerHost | None = None) -> list[Fact]:
+    extra = registry_access.facts(host, machine_envs) if host is not None else []
+    return host_facts() + [machine_fact(m) for m in machine_envs] + boot.facts(machine_envs) + extra
 
 
 # -- assessment --------------------------------------------------------------------------------
@@ -573,7 +582,7 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
         steps.append(as_user(m, ("mkdir", "-p", *dirs), f"{m.name}: config directories of the rootless daemon"))
     if json_changed:
         problems.append("daemon.json " + ("missing" if have_json is None else "differs"))
-        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools",
+        steps.append(Upload(daemon_json_path(m), want_json, f"{m.name}: rootless daemon address pools and registry mirrors",
                             mode=0o644, as_user=m.user, old=have_json, expect=sha256(have_json)))
     if dropin_changed:
         problems.append("docker.service drop-in " + ("missing" if have_dropin is None else "differs"))
@@ -604,7 +613,8 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
     if dropin_changed:
         steps.append(as_user(m, ("systemctl", "--user", "daemon-reload"), f"{m.name}: reload the user units"))
         restart = True
-    if json_changed:
+    reload = json_changed and registry_access.only_mirrors_differ(have_json, want_json)
+    if json_changed and not reload:
         restart = True
     if xdg_bad:
         problems.append("the daemon inherited " + ", ".join(xdg_bad))
@@ -626,6 +636,9 @@ def docker_part(m: MachineEnv, host: DockerHost, mf: dict, user_ready: bool, mou
     elif restart:
         steps.append(as_user(m, ("systemctl", "--user", "restart", "docker.service"), f"{m.name}: restart rootless Docker"))
         steps.append(wait)
+    elif reload:
+        steps.append(as_user(m, ("systemctl", "--user", "reload", "docker.service"),
+                             f"{m.name}: rootless Docker reads its new registry mirrors (a reload, no restart)"))
     elif not rootless:
         problems.append("`docker info` fails: " + (info.strip() or "no answer"))
         steps.append(as_user(m, ("systemctl", "--user", "restart", "docker.service"), f"{m.name}: restart rootless Docker"))
@@ -667,13 +680,18 @@ def links_part(m: MachineEnv, mf: dict) -> Part:
 class HostAssessment:
     parts: dict[str, list[Part]]  # machine-env name → its parts, in order
     shared: list[Step]  # subuid, subgid (before users), fstab and the gates' parent (before mounts)
+    boot_unit: Step | None = None  # the storage template unit (boot.py), once per host
 
 
-def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostAssessment:
+def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+                logins: dict | None = None) -> HostAssessment:
+    """`logins`: machine-env name → its registry logins read from the NAS (None: not read, so each
+    user's ~/.docker/config.json is left as it is)."""
     subuid_parts, subuid_step = subid_file("/etc/subuid", host.name, facts.get("subuid"), machine_envs)
     subgid_parts, subgid_step = subid_file("/etc/subgid", host.name, facts.get("subgid"), machine_envs)
     fstab_parts, fstab_step = fstab_file(facts.get("fstab"), machine_envs, nas_address)
     parts: dict[str, list[Part]] = {}
+    boot_unit, boot_parts = boot.assess(machine_envs, facts)
     for m in machine_envs:
         mf = facts.get(f"me:{m.name}") or {}
         user = user_part(m, host.name, facts, mf)
@@ -691,41 +709,57 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             linger,
             docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
+            Part("registry", *registry_access.assess(host, m, facts)),
+            Part("logins", *registry_login.assess(m, mf.get("dockercfg"), None if logins is None else
+                                                  logins.get(m.name, {}), as_user)),
+            Part("boot", *boot_parts[m.name]),
         ]
-    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)])
+    return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)], boot_unit)
 
 
-STAGES = ("user", "gate", "mount", "linger", "docker", "links")
+STAGES = ("user", "gate", "mount", "linger", "docker", "links", "registry", "logins", "boot")
 
 
-def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
+def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+              logins: dict | None = None) -> HostPlan:
     """The steps that bring every machine-env of this host to its desired state, in dependency order:
-    subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links."""
-    a = assess_host(host, machine_envs, nas_address, facts)
+    subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links, registries, logins.
+    `logins`: see assess_host."""
+    a = assess_host(host, machine_envs, nas_address, facts, logins)
     subuid_step, subgid_step, fstab_step, gates = a.shared
     steps: list[Step] = [subuid_step, subgid_step]
 
     def stage(name: str) -> None:
         for m in machine_envs:
             part = next(p for p in a.parts[m.name] if p.name == name)
+            if name == "logins" and part.detail == registry_login.NOTHING:
+                continue  # no login anywhere: nothing to say
             steps.extend(part.steps if part.steps else [Noop(f"{m.name}: {part.detail}")])
 
     stage("user")
     steps.append(fstab_step)
     steps.append(gates)
-    for name in STAGES[1:]:
+    for name in STAGES[1:-1]:
         stage(name)
+    # boot order: the storage template, each user manager's drop-in, one reload if any changed
+    before = len(steps)
+    steps.append(a.boot_unit)
+    stage("boot")
+    steps.append(boot.reload_step(any(isinstance(s, Upload) for s in steps[before:])))
     data = {"parts": {name: [p.describe() for p in parts] for name, parts in a.parts.items()},
             "machine_envs": [m.name for m in machine_envs]}
     return HostPlan(host.name, steps, data)
 
 
-def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str):
-    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply."""
+def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str,
+               logins: dict | None = None):
+    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply.
+    `logins`: see assess_host."""
     from ..engine import Job
 
     machine_envs = sorted(machine_envs, key=lambda m: m.uid)
-    return Job(host, facts_for(machine_envs), lambda facts: plan_host(host, machine_envs, nas_address, facts))
+    return Job(host, facts_for(machine_envs, host),
+               lambda facts: plan_host(host, machine_envs, nas_address, facts, logins))
 
 
 # -- removal -----------------------------------------------------------------------------------
@@ -783,6 +817,7 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
         if len(kept) != len(lines):
             steps.append(Upload(path, "".join(kept), f"{m.name}: drop the {path} range of {m.user}",
                                 owner="0:0", old=text, expect=sha256(text)))
+    steps.extend(boot.remove_steps(m, facts))
     if u is not None:
         steps.append(Run(("userdel", "-r", m.user), f"{m.name}: remove user {m.user} and its home"))
     elif mf.get("home"):
@@ -799,4 +834,4 @@ def plan_remove(host: DockerHost, m: MachineEnv, nas_address: str, facts: dict) 
 def remove_job(settings, host: DockerHost, m: MachineEnv, nas_address: str):
     from ..engine import Job
 
-    return Job(host, facts_for([m]), lambda facts: plan_remove(host, m, nas_address, facts))
+    return Job(host, facts_for([m], host), lambda facts: plan_remove(host, m, nas_address, facts))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -29,7 +30,10 @@ from ..render import render
 from ..script import CLEAN_PATH, Fact
 from ..smep import MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
+from . import service_files as manifest
+from .service_override import OverrideSpec, render_override
 
+SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 XDG_VARS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
 WAIT_SECONDS = 120
 LOG_LINES = 30
@@ -39,10 +43,22 @@ INPUTS_LABEL = "tinsnip.inputs"
 
 # `docker compose up` as the service user; on failure, the last log lines of each container that is
 # not running (or not healthy), so the reason shows where the failure is reported.
-UP_SCRIPT = r"""t=$1; shift
-"$@" up --detach --remove-orphans --wait --wait-timeout "$t" && exit 0
+UP_SCRIPT = r"""t=$1; sec=$2; last=$3; shift 3
+__SECRETS__
+record() { printf '%s %s\n%s\n' "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$2" >"$last.tmp" && mv -f -- "$last.tmp" "$last"; }
+"$@" up --detach --remove-orphans --wait --wait-timeout "$t"
 rc=$?
+if [ "$rc" -eq 0 ]; then record ok ""; exit 0; fi
 echo "docker compose up failed (exit $rc)" >&2
+why="docker compose up failed (exit $rc)"
+for i in $IMAGES; do
+  docker image inspect "$i" >/dev/null 2>&1 && continue
+  r=${i%%/*}
+  case $i in */*) case $r in *.*|*:*|localhost) ;; *) r=docker.io;; esac;; *) r=docker.io;; esac
+  msg="image $i is not in $(id -un)'s Docker and could not be pulled from $r: give the host an archive of it (docker_hosts.$HOST.images in hosts.yaml: {\"$i\": /path/to/image.tar}), or a registry mirror that has it (registries: in hosts.yaml), then deploy again"
+  echo "$msg" >&2
+  why="$why; $msg"
+done
 "$@" ps --all >&2
 bad=$("$@" ps --all --format '{{.Service}} {{.State}} {{.Health}}' | awk '$2 != "running" || ($3 != "" && $3 != "healthy") {print $1}' | sort -u)
 [ -n "$bad" ] || bad=$("$@" config --services)
@@ -50,8 +66,30 @@ for s in $bad; do
   echo "--- last $LINES log lines of $s ---" >&2
   "$@" logs --no-color --tail "$LINES" "$s" >&2
 done
+record failed "$why"
 exit $rc
 """
+
+# The machine-env's secrets as an env file for compose interpolation: built on the Docker host from the
+# owner-only files on the NAS, 0600 in the user's runtime directory, removed on exit; no value is ever
+# in a command line or in tinsnip's output. Its --env-file goes right after `docker compose`.
+SECRETS_SNIPPET = r"""if [ -d "$sec" ]; then
+  umask 077
+  sf=$(mktemp "${XDG_RUNTIME_DIR:-/tmp}/tinsnip-secrets.XXXXXX") || exit 1
+  trap 'rm -f "$sf"' EXIT
+  for f in "$sec"/*; do
+    n=${f##*/}
+    case $n in *[!A-Z0-9_]*|[!A-Z]*) continue;; esac
+    [ -f "$f" ] || continue
+    v=$(cat -- "$f") || exit 1
+    case $v in *"'"*|*"
+"*) echo "secret $n holds a quote or a newline, which a compose env file cannot carry; set it again" >&2; exit 2;; esac
+    printf "%s='%s'\n" "$n" "$v" >>"$sf"
+  done
+  a=$1 b=$2; shift 2
+  set -- "$a" "$b" --env-file "$sf" "$@"
+fi"""
+CONFIG_SCRIPT = 'sec=$1; shift\n' + SECRETS_SNIPPET + '\n"$@"\n'
 
 # docker load as the service user from an archive copied to the SSH user's home; the copy goes after.
 LOAD_SCRIPT = r"""f=$1; shift
@@ -76,8 +114,33 @@ def ports_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/ports"
 
 
+manifest_path = manifest.manifest_path
+
+
+def last_deploy_path(m: MachineEnv, service: str) -> str:
+    """The outcome of the service's last `docker compose up` (ok/failed, when, why), kept on the NAS."""
+    return f"{manifest.deployed_dir(m)}/{service}.last"
+
+
+def parse_last(text: str) -> dict:
+    """{service: {"outcome", "at", "why"}} from `name\0content\0` records."""
+    out = {}
+    parts = text.split("\0")
+    for name, body in zip(parts[::2], parts[1::2]):
+        head, _, why = body.partition("\n")
+        outcome, _, at = head.partition(" ")
+        if name:
+            out[name] = {"outcome": outcome, "at": at.strip(), "why": why.strip()}
+    return out
+
+
 def machine_env_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/machine.env"
+
+
+def secrets_dir(m: MachineEnv) -> str:
+    """The machine-env's secrets (machine.secret-set), one owner-only file per name, on the NAS."""
+    return f"{m.mount}/.machine/secrets"
 
 
 def archive_name(image: str) -> str:
@@ -102,6 +165,7 @@ class Deploy:
     images: tuple[str, ...] = ()
     archives: dict = field(default_factory=dict)  # image → local archive (docker save format)
     wait_seconds: int = WAIT_SECONDS
+    spec: OverrideSpec | None = None  # what the override supplies (env files, ports, runtime binds)
 
     @property
     def dir(self) -> str:
@@ -120,8 +184,24 @@ class Deploy:
                 subdirs.add("/".join(parts[:i]))
         return [self.dir] + [f"{self.dir}/{d}" for d in sorted(subdirs)]
 
+    @property
+    def binds(self) -> tuple:
+        return self.spec.binds if self.spec else ()
+
     def data_dirs(self) -> list[str]:
-        return [self.data] + [f"{self.data}/{v}" for v in self.volumes] if self.volumes else []
+        subs = [*self.volumes, *dict.fromkeys(b.rel for b in self.binds)]
+        return [self.data] + [f"{self.data}/{v}" for v in subs] if subs else []
+
+    def legacy_bind_dirs(self) -> list[str]:
+        """Where a runtime bind's data sat before tinsnip bound it onto the NAS data tree."""
+        return [f"{self.dir}/{rel}" for rel in dict.fromkeys(b.rel for b in self.binds)]
+
+    def where(self) -> list[dict]:
+        """Where each named volume and bind of the service lives (the deploy summary says so)."""
+        out = [{"kind": "volume", "name": v, "path": f"{self.data}/{v}", "on": "NAS"} for v in self.volumes]
+        out += [{"kind": "bind", "name": b.source, "service": b.service, "target": b.target,
+                 "path": f"{self.data}/{b.rel}", "on": "NAS"} for b in self.binds]
+        return out
 
 
 # -- ports -----------------------------------------------------------------------------------------
@@ -185,16 +265,18 @@ def service_env(m: MachineEnv, service: str, ports: list[int]) -> str:
     return render("service.env.j2", m=m, service=service, ports=ports)
 
 
-def override(m: MachineEnv, service: str, services: tuple[str, ...], volumes: tuple[str, ...], inputs: str) -> str:
-    return render("docker-compose.override.yml.j2", service=service, services=list(services), volumes=list(volumes),
-                  data_root=data_dir(m, service), label=INPUTS_LABEL, inputs=inputs)
+def override(m: MachineEnv, service: str, services: tuple[str, ...], volumes: tuple[str, ...], inputs: str,
+             spec: OverrideSpec | None = None, ports: list[int] | None = None) -> str:
+    spec = spec or OverrideSpec(services=tuple(services), volumes=tuple(volumes))
+    return render_override(spec, service, data_dir(m, service), list(ports or []), INPUTS_LABEL, inputs)
 
 
 def inputs_digest(d: Deploy, env_text: str, machine_env: str | None) -> str:
     """A fingerprint of everything a deploy's containers are made from: the catalog files, .env,
-    machine.env and where the volumes go. Carried by each container as a label, so a redeploy with
-    nothing changed can tell, and any change (here, or by machine.create) recreates the containers."""
+    machine.env and where the volumes and binds go. Carried by each container as a label, so a redeploy
+    with nothing changed can tell, and any change (here, or by machine.create) recreates the containers."""
     parts = [f"service {d.service}", f"data {d.data}", "volumes " + ",".join(d.volumes)]
+    parts += [f"bind {b.service} {b.rel} {b.target}" for b in d.binds]
     parts += [f"file {rel} {mode:o} {sha256(text)}" for rel, (text, mode) in sorted(d.files.items())]
     parts += [f".env {sha256(env_text)}", f"machine.env {sha256(machine_env)}"]
     return sha256("\n".join(parts))
@@ -212,18 +294,48 @@ def docker_env(m: MachineEnv) -> tuple[tuple[str, str], ...]:
     return (("HOME", m.home), ("XDG_RUNTIME_DIR", m.runtime_dir), ("DOCKER_HOST", m.docker_host))
 
 
-def up_env(m: MachineEnv, machine_env: str | None, env_text: str) -> tuple[tuple[str, str], ...]:
-    """SPEC §8 step 6: exactly machine.env's and .env's variables, minus the XDG ones, plus docker's."""
-    values = {k: v for k, v in parse_env(machine_env).items() if k not in XDG_VARS}
-    values.update(parse_env(env_text))
-    values.update(dict(docker_env(m)))
-    return tuple(values.items())
+def up_env(m: MachineEnv, machine_env: str | None = None, env_text: str = "") -> tuple[tuple[str, str], ...]:
+    """Only what the docker CLI needs: compose reads machine.env, .env and the service's own env files
+    itself (`--env-file`, compose_base), so no value of theirs is ever in a command line."""
+    return docker_env(m)
 
 
-def compose_base(m: MachineEnv, service: str, compose_file: str) -> tuple[str, ...]:
+def interpolation_files(m: MachineEnv, service: str, own: tuple[str, ...] = ()) -> list[str]:
+    """The env files compose interpolation reads, later ones winning: the service's own, machine.env, .env."""
     d = service_dir(m, service)
+    return [*[f"{d}/{rel}" for rel in own], machine_env_path(m), f"{d}/{ENV_NAME}"]
+
+
+def known_variables(d: Deploy, machine_env: str | None, env_text: str) -> set[str]:
+    known = set(parse_env(machine_env)) | set(parse_env(env_text)) | {k for k, _ in docker_env(d.m)}
+    for rel in (d.spec.own_env_files if d.spec else ()):
+        if rel in d.files:
+            known |= set(parse_env(d.files[rel][0]))
+    return known
+
+
+def check_variables(d: Deploy, machine_env: str | None, env_text: str, secret_names=()) -> None:
+    """Exit 2 before any change for a variable the compose file needs (no default) that nobody sets."""
+    if not d.spec:
+        return
+    known = known_variables(d, machine_env, env_text) | set(secret_names)
+    missing = [n for n in d.spec.needs if n.name not in known]
+    if missing:
+        lines = "\n".join(f"  - ${{{n.name}}} ({d.compose_file}:{n.line}: {n.text})" for n in missing)
+        names = " ".join(n.name for n in missing)
+        raise InputError(
+            f"{d.service} needs variables that nobody sets:\n{lines}\n"
+            f"set each in one of the service's own env files (listed under env_file, shipped in the catalog), "
+            f"or, for a secret, on the machine-env: `tin machine.secret-set --service {d.m.machine} --env {d.m.env} "
+            f"--name {missing[0].name}` (the value on stdin, never on the command line; "
+            f"TINSNIP_SECRET_<NAME> in CI) for each of: {names}")
+
+
+def compose_base(m: MachineEnv, service: str, compose_file: str, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    d = service_dir(m, service)
+    env_files = [x for f in interpolation_files(m, service, own) for x in ("--env-file", f)]
     return ("docker", "compose", "--ansi", "never", "--project-name", service, "--project-directory", d,
-            "-f", f"{d}/{compose_file}", "-f", f"{d}/{OVERRIDE_NAME}")
+            *env_files, "-f", f"{d}/{compose_file}", "-f", f"{d}/{OVERRIDE_NAME}")
 
 
 def env_file_args(m: MachineEnv, service: str) -> tuple[str, ...]:
@@ -350,7 +462,11 @@ def deploy_facts(d: Deploy, ssh_user: str) -> list[Fact]:
         Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("machine_env", machine_env_path(m)),
         file_fact("ports", ports_path(m)),
-        Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs()])
+        file_fact("manifest", manifest.manifest_path(m, d.service)),
+        Fact("secret_names", f"ls -1 -- {q(secrets_dir(m))} 2>/dev/null; true",
+             lambda rc, out: [n for n in out.split() if SECRET_NAME.match(n)]),
+        Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs(), *d.legacy_bind_dirs(),
+                                                           manifest.deployed_dir(m)])
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
         Fact("files", f"find {q(d.dir)} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
         Fact("ssh_home", f"getent passwd {q(ssh_user)} | cut -d: -f6", lambda rc, out: out.strip() or None),
@@ -428,9 +544,14 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u)
                  if missing else Noop(f"{d.dir} exists"))
     modes = facts["files"]
+    copied = manifest.parse_manifest(facts.get("manifest"))
     for rel, (content, mode) in sorted(d.files.items()):
         path = f"{d.dir}/{rel}"
         old = facts[f"file:{rel}"]
+        if old is not None and old != content and copied is not None and rel not in copied:
+            raise InputError(f"{path} was written by {d.service}, not copied by a deploy, and the catalog now ships "
+                             f"a file of that name: tinsnip never overwrites what a service wrote. Move it away "
+                             f"(it is on the NAS), or rename the file in the catalog, then deploy again.")
         if old != content:
             steps.append(Upload(path, content, f"copy {d.service}/{rel} to {d.dir}", mode=mode, as_user=u,
                                 old=old, expect=sha256(old)))
@@ -438,10 +559,21 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
             steps.append(Run(("chmod", f"{mode:o}", path), f"set the mode of {path} to {mode:o}", as_user=u))
         else:
             steps.append(Noop(f"{path} is up to date"))
-    stale = sorted(set(modes) - set(d.files) - {ENV_NAME, OVERRIDE_NAME})
+    stale = manifest.stale_files(copied, set(modes), set(d.files))
     if stale:
         steps.append(Run(("rm", "-f", "--", *[f"{d.dir}/{r}" for r in stale]),
-                         f"remove files no longer in the catalog: {', '.join(stale)}", as_user=u))
+                         f"remove files a deploy copied that are no longer in the catalog: {', '.join(stale)}",
+                         as_user=u))
+    kept = manifest.foreign_files(copied, set(modes), set(d.files), {ENV_NAME, OVERRIDE_NAME})
+    data["kept_files"] = kept
+    if kept:
+        steps.append(Noop(f"{len(kept)} file(s) in {d.dir} not copied by tinsnip stay untouched"))
+    if manifest.deployed_dir(m) not in have_dirs:
+        steps.append(Run(("mkdir", "-m", "0750", "-p", manifest.deployed_dir(m)),
+                         f"create {manifest.deployed_dir(m)}", as_user=u))
+    mtext = manifest.render_manifest(d.dir, d.files)
+    steps.append(_file_step(manifest.manifest_path(m, d.service), mtext, facts.get("manifest"), 0o640, u,
+                            f"record the files copied into {d.dir}"))
 
     # 2. ports, and .env
     alloc = parse_ports(facts["ports"])
@@ -461,16 +593,28 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(_file_step(f"{d.dir}/{ENV_NAME}", env_text, facts[f"file:{ENV_NAME}"], 0o640, u,
                             f"write {d.service}'s .env"))
 
-    # 3. named volumes on the NAS
+    check_variables(d, facts["machine_env"], env_text, facts.get("secret_names", ()))
+
+    # 3. named volumes and runtime binds on the NAS
     inputs = inputs_digest(d, env_text, facts["machine_env"])
     data["inputs"] = inputs
-    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}", override(m, d.service, d.services, d.volumes, inputs),
+    data["where"] = d.where()
+    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}",
+                            override(m, d.service, d.services, d.volumes, inputs, d.spec, ports),
                             facts[f"file:{OVERRIDE_NAME}"], 0o644, u, f"bind {d.service}'s volumes to {d.data}"))
-    missing = [p for p in d.data_dirs() if p not in have_dirs]
+    moved = set()
+    for b in d.binds:
+        old_dir, new_dir = f"{d.dir}/{b.rel}", f"{d.data}/{b.rel}"
+        if old_dir in have_dirs and new_dir not in have_dirs and new_dir not in moved:
+            moved.add(new_dir)  # data an earlier deploy left in the service directory moves to the data tree
+            parent = new_dir.rsplit("/", 1)[0]
+            steps.append(Run(("sh", "-c", 'mkdir -m 0750 -p "$1" && mv -T -- "$2" "$3"', "sh", parent, old_dir, new_dir),
+                             f"move {b.source} of {d.service} from {d.dir} to {new_dir} on the NAS", as_user=u))
+    missing = [p for p in d.data_dirs() if p not in have_dirs and p not in moved]
     if missing:
         steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u))
-    elif d.volumes:
-        steps.append(Noop(f"volume directories under {d.data} exist"))
+    elif d.volumes or d.binds:
+        steps.append(Noop(f"volume and bind directories under {d.data} exist"))
 
     # 4. images
     image_ids = facts.get("images", {})
@@ -487,6 +631,8 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
         else:
             steps.append(Noop(f"image {image} is not in {u}'s Docker: compose will pull it"))
     data["archive_uploads"] = uploads
+    data["images"] = list(d.images)
+    data["pulls"] = [i for i in d.images if not image_ids.get(i) and i not in d.archives]
 
     # 5–7. validate and start
     changed = any(not isinstance(s, Noop) for s in steps)
@@ -494,13 +640,16 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     data["containers"] = [c for c in containers["containers"] if c["project"] == d.service]
     if changed or problems:
         env = up_env(m, facts["machine_env"], env_text)
-        base = compose_base(m, d.service, d.compose_file)
-        steps.append(Run((*base, "config", "--quiet"), f"validate {d.service} with docker compose config",
-                         as_user=u, env=env))
+        base = compose_base(m, d.service, d.compose_file, d.spec.own_env_files if d.spec else ())
+        sec = secrets_dir(m)
+        steps.append(Run(("sh", "-c", CONFIG_SCRIPT, "sh", sec, *base, "config", "--quiet"),
+                         f"validate {d.service} with docker compose config", as_user=u, env=env))
         why = "; ".join(problems) if problems and not changed else "its files changed"
-        steps.append(Run(("sh", "-c", UP_SCRIPT.replace("$LINES", str(LOG_LINES)), "sh", str(d.wait_seconds), *base),
+        script = UP_SCRIPT.replace("$LINES", str(LOG_LINES)).replace("__SECRETS__", SECRETS_SNIPPET)
+        up_vars = (*env, ("IMAGES", " ".join(d.images)), ("HOST", host))
+        steps.append(Run(("sh", "-c", script, "sh", str(d.wait_seconds), sec, last_deploy_path(m, d.service), *base),
                          f"start {d.service} (docker compose up, wait up to {d.wait_seconds}s): {why}",
-                         as_user=u, env=env))
+                         as_user=u, env=up_vars))
     else:
         n = len([c for c in containers["containers"] if c["project"] == d.service])
         steps.append(Noop(f"{d.service} is running ({n} container{'s' if n != 1 else ''}, configuration unchanged)"))
@@ -524,6 +673,8 @@ def project_facts(m: MachineEnv, service: str) -> list[Fact]:
         file_fact("ports", ports_path(m)),
         Fact("dirs", "for d in " + " ".join(q(p) for p in (service_dir(m, service), data_dir(m, service)))
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
+        Fact("files", f"find {q(service_dir(m, service))} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
+        file_fact("manifest", manifest.manifest_path(m, service)),
         containers_fact(m, service),
         objects_fact(m, service),
     ]
@@ -567,9 +718,29 @@ def plan_remove(m: MachineEnv, service: str, delete_data: bool, host: str, facts
     if sdir in have:
         if not facts.get("mounted"):
             raise InputError(f"{m.mount} is not mounted on {host}: mount it (machine.create) before removing")
-        steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir}", as_user=m.user))
+        present = set(facts.get("files") or {})
+        copied = manifest.parse_manifest(facts.get("manifest")) or set()
+    if sdir in have and delete_data:
+        steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir} and everything in it (--delete-data)", as_user=m.user))
+    elif sdir in have:
+        ours = sorted(present & (copied | {ENV_NAME, OVERRIDE_NAME}))
+        kept = sorted(present - set(ours))
+        if ours:
+            steps.append(Run(("sh", "-c", 'd=$1; shift; cd -- "$d" && rm -f -- "$@" && '
+                              'find . -depth -mindepth 1 -type d -empty -delete && cd / && rmdir -- "$d" 2>/dev/null; true',
+                              "sh", sdir, *ours),
+                             f"remove the {len(ours)} file(s) tinsnip put in {sdir}"
+                             + (f"; {len(kept)} file(s) the service wrote there stay" if kept else ""), as_user=m.user))
+        elif kept:
+            steps.append(Noop(f"{sdir} holds only files tinsnip did not put there ({len(kept)}): they stay"))
+        else:
+            steps.append(Run(("sh", "-c", 'find "$1" -depth -type d -empty -delete; true', "sh", sdir),
+                             f"remove {sdir} (empty)", as_user=m.user))
     else:
         steps.append(Noop(f"{sdir} is gone"))
+    mpath = manifest.manifest_path(m, service)
+    if facts.get("manifest") is not None:
+        steps.append(Run(("rm", "-f", "--", mpath), f"remove {mpath}", as_user=m.user))
     alloc = parse_ports(facts["ports"])
     freed = alloc.get(service, [])
     if freed:
@@ -599,6 +770,9 @@ def status_facts(m: MachineEnv) -> list[Fact]:
         Fact("deployed", f"cd {q(m.mount + '/service')} 2>/dev/null && for d in *; do "
                          f'[ -f "$d/{OVERRIDE_NAME}" ] && printf "%s\\n" "$d"; done; true', _lines),
         containers_fact(m),
+        Fact("last", f"cd {q(manifest.deployed_dir(m))} 2>/dev/null && for f in *.last; do [ -f \"$f\" ] && "
+                     f"printf '%s\\0%s\\0' \"${{f%.last}}\" \"$(cat -- \"$f\")\"; done; true",
+             lambda rc, out: parse_last(out)),
     ]
 
 
@@ -620,7 +794,8 @@ def status_report(m: MachineEnv, host: str, facts: dict, only: str | None = None
             state = "degraded"
         else:
             state = "stopped"
+        last = (facts.get("last") or {}).get(name)
         services.append({"service": name, "state": state, "deployed": name in facts.get("deployed", []),
-                         "ports": alloc.get(name, []), "containers": cs})
+                         "ports": alloc.get(name, []), "containers": cs, "last_deploy": last})
     return {"machine": m.name, "host": host, "user": m.user, "ready": facts.get("uid") == m.uid and facts.get("mounted"),
             "docker_error": facts["containers"]["error"], "services": services}

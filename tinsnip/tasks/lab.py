@@ -24,12 +24,12 @@ def _where() -> tuple[Path, int]:
     return lab_dir, lab_id
 
 
-def _call(fn_name: str, *args):
+def _call(fn_name: str, *args, **kwargs):
     from .. import lab
     from ..errors import TinsnipError
 
     try:
-        return getattr(lab, fn_name)(*args)
+        return getattr(lab, fn_name)(*args, **kwargs)
     except TinsnipError as exc:
         raise Exit(f"lab: {exc}", exc.code) from None
 
@@ -38,6 +38,10 @@ def _print_hosts(info: dict) -> None:
     for name, h in info["hosts"].items():
         ssh = "ssh ok" if h["ssh"] else "no ssh"
         print(f"  {name:8} {h['state']:8} {h['address']:13} {ssh:7} login {h['user']}")
+    r = info.get("registry")
+    if r:
+        state = "up" if r["running"] else "down"
+        print(f"  {'registry':8} {state:8} {r['address']:13} {r['open']} (open, mirror), {r['private']} (login)")
 
 
 @task(help={"json": "print one JSON object instead of text"})
@@ -83,3 +87,56 @@ def status(c, json=False):
         _print_hosts(info)
         if info["owner"] and info["owner"] != info["lab_dir"]:
             print(f"  (lab id {lab_id} is held by the lab in {info['owner']})")
+
+
+def _need_host(host) -> str:
+    if not host:
+        raise Exit("lab: --host is required (nas, docker1 or docker2)", 2)
+    return host
+
+
+@task(help={"host": "the lab host to reboot: nas, docker1 or docker2",
+            "json": "print one JSON object instead of text"})
+def reboot(c, host=None, json=False):
+    """Reboot one lab host: a clean shutdown, then a fresh boot on the same disk."""
+    lab_dir, lab_id = _where()
+    info = _call("reboot", lab_dir, lab_id, _need_host(host))
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+        return
+    t = info["timings"]
+    print(f"{info['host']} ({info['address']}) rebooted in {t['total']:.1f} s "
+          f"(shutdown {t['shutdown']:.1f} s, boot {t['boot']:.1f} s); its disk was kept")
+
+
+@task(help={"host": "the Docker host to replace: docker1 or docker2 (the NAS holds the data: refused)",
+            "trust": "also put the new host key into the lab's known_hosts (after checking its fingerprint)",
+            "json": "print one JSON object instead of text"})
+def rebuild(c, host=None, trust=False, json=False):
+    """Replace one Docker host: same address, a fresh disk and a new SSH host key."""
+    lab_dir, lab_id = _where()
+    info = _call("rebuild", lab_dir, lab_id, _need_host(host), trust=trust)
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+        return
+    print(f"{info['host']} ({info['address']}) rebuilt in {info['timings']['total']:.1f} s on a fresh disk")
+    print(f"  old host key {info['old_fingerprint']}")
+    print(f"  new host key {info['new_fingerprint']}")
+    if info["trusted"]:
+        print(f"  the new key is trusted in {info['known_hosts']}")
+    else:
+        print(f"  tinsnip refuses {info['host']} until you trust the new key: compare the fingerprint with "
+              f"`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on its console, then run "
+              f"`inv lab.trust --host={info['host']}`")
+
+
+@task(help={"host": "the lab host whose current key to trust", "json": "print one JSON object instead of text"})
+def trust(c, host=None, json=False):
+    """Trust a lab host's current SSH host key (after lab.rebuild): rewrite its known_hosts line."""
+    lab_dir, lab_id = _where()
+    info = _call("trust", lab_dir, lab_id, _need_host(host))
+    if json:
+        print(jsonlib.dumps(info, indent=2))
+        return
+    what = "now trusted" if info["changed"] else "already trusted"
+    print(f"{info['host']} ({info['address']}) host key {info['fingerprint']} {what} in {info['known_hosts']}")

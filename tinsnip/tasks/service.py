@@ -84,10 +84,10 @@ def _guard(plan_fn, input_errors: list):
 
 @tin_task(help={
     "catalog_service": "show only this catalog service",
-    "check": "exit 2 if a listed service breaks tinsnip's compose rules",
+    "check": "exit 2 if a listed service has an error (warnings do not fail)",
 })
 def catalog(c, opts, catalog_service=None, check=False):
-    """List the service catalog: each service, its ports, and whether it follows the compose rules."""
+    """List the service catalog: each service, its ports, and what in its compose file cannot work (file:line, fix)."""
     if catalog_service is not None:
         smep.check_name(catalog_service, "catalog service")
     sheet = _local_sheet(opts)
@@ -96,9 +96,12 @@ def catalog(c, opts, catalog_service=None, check=False):
     data = {"catalog": str(where), "sheet": sheet, "services": [s.describe() for s in services]}
     lines = [f"catalog {where} (sheet {sheet}): {len(services)} service(s)"]
     for s in services:
-        rules = "follows the rules" if s.follows_rules else f"BREAKS {len(s.problems)} rule(s)"
-        lines.append(f"  {s.name:<20} ports {s.ports_needed:<2} {rules:<22} {s.path}")
-        lines += [f"      {p}" for p in s.problems]
+        rules = "deployable" if s.follows_rules else f"{len(s.problems)} error(s)"
+        if s.warnings:
+            rules += f", {len(s.warnings)} warning(s)"
+        lines.append(f"  {s.name:<20} ports {s.ports_needed:<2} {rules:<28} {s.path}")
+        lines += ["    error: " + p.replace("\n", "\n      ") for p in s.problems]
+        lines += ["    warning: " + w.replace("\n", "\n      ") for w in s.warnings]
     emit(opts, data, lines)
     broken = [s for s in services if not s.follows_rules]
     if check and broken:
@@ -141,9 +144,13 @@ def _deploy_spec(m, svc, archives: dict, wait: int):
     values = {"TIN_SHEET": m.sheet, "TIN_MACHINE_NAME": m.machine, "TIN_SERVICE_NAME": m.machine,
               "TIN_SERVICE_ENVIRONMENT": m.env, "TIN_SERVICE_UID": str(m.uid), "TIN_SERVICE_GID": str(m.gid),
               "TIN_CATALOG_SERVICE": svc.name}
+    from ..plans.service_override import spec_from_model
+
     images = tuple(sorted({catalog_mod.interpolate(i, values) for i in svc.images}))
-    return plans.Deploy(
-        m=m, service=svc.name, compose_file=svc.compose_file.name, files=catalog_mod.service_files(svc),
+    files = catalog_mod.service_files(svc)
+    spec = spec_from_model(svc.model, set(files)) if svc.model is not None else None
+    return plans.Deploy(spec=spec,
+        m=m, service=svc.name, compose_file=svc.compose_file.name, files=files,
         services=svc.services, volumes=svc.volumes, ports_needed=svc.ports_needed, images=images,
         archives={i: archives[i] for i in images if i in archives}, wait_seconds=wait)
 
@@ -182,10 +189,22 @@ def deploy(c, opts, service=None, env=None, catalog_service=None, host=None, tim
         raise
     data = outcome.plan.data if outcome.plan else {}
     extra = {"service": cs, "machine": m.name, "host": placed.name, "user": m.user, "ports": data.get("ports", []),
-             "dir": plans.service_dir(m, cs), "data": plans.data_dir(m, cs)}
+             "dir": plans.service_dir(m, cs), "data": plans.data_dir(m, cs), "where": data.get("where", []),
+             "images": data.get("images", list(d.images)), "pulls": data.get("pulls", []),
+             "kept_files": data.get("kept_files", [])}
+    if not opts.json:
+        for i in extra["images"]:
+            how = "pulled by compose" if i in extra["pulls"] else "already there or loaded from its archive"
+            engine.out.line(f"  image {i}: {how}", placed.name)
     if not outcome.failed and not opts.json:
+        where = extra["where"]
+        if where:
+            places = "; ".join(f"{w['kind']} {w['name']} in {w['path']}" for w in where)
+            summary = f"data on the NAS: {places}"
+        else:
+            summary = "no volumes or binds of runtime data (nothing of it on the NAS)"
         engine.out.line(f"{cs} on {m.name} ({placed.name}): ports {', '.join(map(str, extra['ports'])) or 'none'}; "
-                        f"data in {extra['data']} on the NAS")
+                        f"{summary}")
     finish(engine, extra)
 
 
@@ -213,12 +232,20 @@ def status(c, opts, service=None, env=None, catalog_service=None, host=None):
         lines.append("  no catalog services deployed")
     for s in report["services"]:
         lines.append(f"  {s['service']}: {s['state']}; ports {', '.join(map(str, s['ports'])) or 'none'}")
+        last = s.get("last_deploy")
+        if last and last["outcome"] != "ok":
+            lines.append(f"    last deploy FAILED at {last['at']}: {last['why']}")
+            lines.append(f"    fix it, then `tin service.deploy --service {machine} --env {env} "
+                         f"--catalog-service {s['service']}`")
         for ctr in s["containers"]:
             health = f" ({ctr['health']})" if ctr["health"] else ""
             lines.append(f"    {ctr['name']:<28} {ctr['state']}{health:<12} {ctr['image']:<20} {' '.join(ctr['ports'])}")
     emit(opts, report, lines)
     if report["docker_error"] and report["ready"]:
         raise RemoteError(f"{m.user}'s rootless Docker on {placed.name} does not answer")
+    failed = [s["service"] for s in report["services"] if (s.get("last_deploy") or {}).get("outcome") == "failed"]
+    if failed:
+        raise RemoteError(f"the last deploy of {', '.join(failed)} on {m.name} failed (see above)")
 
 
 @tin_task(help={**TARGET_HELP, "follow": "keep printing new lines until interrupted",
