@@ -37,6 +37,9 @@ HOSTILE_FOR = {
     "timeout": ["", " ", "0", "3601", "abc", "-3", "10;id", "$(id)", "1e3", "null\x00byte", "--yes"],
     "url": ["", " ", "-rf", "--upload-pack=touch /tmp/pwned", "line\nbreak", "null\x00byte"],
     "dest": ["", " ", "-rf", "--yes", "line\nbreak", "null\x00byte", "{file}", "{clone_of_other}"],
+    "registry": ["", " ", "a b", "$(id)", "reg;id", "line\nbreak", "null\x00byte", "--yes", "-rf"],
+    "username": ["", " ", "a b", "a:b", "line\nbreak", "null\x00byte", "--yes"],
+    "name": ["", " ", "a b", "$(id)", "X;id", "line\nbreak", "null\x00byte", "--yes", "../X", "X=Y"],
     "inventory": ["", " ", "/nonexistent/hosts.yaml", "{dir}", "-rf", "line\nbreak", "null\x00byte"],
 }
 for _flag in NAME_FLAGS:
@@ -46,13 +49,15 @@ for _flag in NAME_FLAGS:
 # baseline test proves it), so a hostile value exiting 2 without connecting is that value's doing.
 VALID = {"service": "almanac", "env": "prod", "sheet": "dynamicalsystem", "catalog_service": "almanac",
          "host": "docker1", "number": "7", "tail": "10", "timeout": "30", "url": "https://example.org/catalog.git",
-         "dest": "{new_dest}", "inventory": "{inventory}"}
+         "dest": "{new_dest}", "inventory": "{inventory}", "registry": "registry.example.org:5000",
+         "username": "bot", "name": "API_KEY"}
 VALID_FOR = {("registry.sheet-add", "number"): "2", ("registry.sheet-add", "sheet"): "newsheet"}
 # What a refusal must name, per flag (the flag itself, or the word the message uses for it).
 NAMES = {"service": ("--service", "machine", "service"), "env": ("--env", "env"), "sheet": ("--sheet", "sheet"),
          "catalog_service": ("--catalog-service", "catalog service"), "host": ("--host", "host"),
          "number": ("--number", "number"), "tail": ("--tail",), "timeout": ("--timeout",), "url": ("--url", "url"),
-         "dest": ("--dest",), "inventory": ("inventory",)}
+         "dest": ("--dest",), "inventory": ("inventory",), "registry": ("--registry", "registry"),
+         "username": ("--username", "username"), "name": ("--name", "name", "secret")}
 
 
 LOCAL_TASKS = {"service.catalog": "almanac"}  # task → what its valid baseline prints
@@ -108,6 +113,11 @@ def places(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q", str(other)], check=True)
     subprocess.run(["git", "-C", str(other), "remote", "add", "origin", "https://example.org/other.git"], check=True)
     monkeypatch.setenv("SERVICE_PATH", str(ROOT / "service"))
+    monkeypatch.setenv("TINSNIP_SECRET_API_KEY", "test-value")  # secret-set and login read no stdin then
+    monkeypatch.setenv("TINSNIP_REGISTRY_PASSWORD", "test-value")
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("test-value"))
     return {"inventory": str(inv), "new_dest": str(tmp_path / "new-catalog"), "file": str(tmp_path / "file"),
             "clone_of_other": str(other), "dir": str(tmp_path)}
 
