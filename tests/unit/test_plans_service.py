@@ -32,7 +32,7 @@ def deploy_spec(name="gazette", m=M) -> plans.Deploy:
 
 def fresh_facts(d: plans.Deploy) -> dict:
     """A machine-env machine.create has made, with nothing deployed."""
-    facts = {"uid": M.uid, "mounted": True, "machine_env": MACHINE_ENV, "ports": None, "dirs": [], "files": {},
+    facts = {"uid": M.uid, "mounted": True, "machine_env": MACHINE_ENV, "ports": None, "manifest": None, "dirs": [], "files": {},
              "ssh_home": "/root", "containers": {"error": None, "containers": []},
              "images": {i: None for i in d.images}}
     for rel in [*d.files, ".env", "docker-compose.override.yml"]:
@@ -49,6 +49,8 @@ def deployed_facts(d: plans.Deploy, others: dict | None = None) -> dict:
             rel = step.path[len(d.dir) + 1:]
             if step.path == plans.ports_path(M):
                 facts["ports"] = step.content
+            elif step.path == plans.manifest_path(M, d.service):
+                facts["manifest"] = step.content
             else:
                 facts[f"file:{rel}"] = step.content
                 facts["files"][rel] = step.mode
@@ -179,7 +181,7 @@ def test_first_deploy_plans_every_step_in_order():
     uploads = {s.path: s for s in plan.steps if isinstance(s, Upload)}
     assert set(uploads) == {
         "/mnt/gazette-prod/service/gazette/docker-compose.yml", "/mnt/gazette-prod/service/gazette/bin/start.sh",
-        "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/service/gazette/.env",
+        "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/.machine/deployed/gazette.files", "/mnt/gazette-prod/service/gazette/.env",
         "/mnt/gazette-prod/service/gazette/docker-compose.override.yml"}
     for u in uploads.values():
         assert u.as_user == "gazette-prod"  # written as the machine user: the mount squashes root anyway
@@ -197,16 +199,16 @@ def test_first_deploy_plans_every_step_in_order():
     assert up.as_user == config.as_user == "gazette-prod"
 
 
-def test_up_runs_with_machine_env_and_env_but_no_xdg_variables():
+def test_up_runs_with_machine_env_and_env_the_xdg_paths_on_the_nas_included():
     d = deploy_spec("gazette")
     up = plans.plan_deploy(d, "docker1", fresh_facts(d)).steps[-1]
     env = dict(up.env)
-    assert not {"XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"} & set(env)
+    assert env["XDG_DATA_HOME"] == "/mnt/gazette-prod/data" and env["XDG_CONFIG_HOME"] == "/mnt/gazette-prod/config"
     assert env["TIN_SERVICE_UID"] == "10100" and env["TIN_PORT_0"] == "10100"
     assert env["TIN_CATALOG_SERVICE"] == "gazette"
     assert env["HOME"] == "/home/gazette-prod" and env["XDG_RUNTIME_DIR"] == "/run/user/10100"
     assert env["DOCKER_HOST"] == "unix:///run/user/10100/docker.sock"
-    expected = set(plans.parse_env(MACHINE_ENV)) - set(plans.XDG_VARS) | {
+    expected = set(plans.parse_env(MACHINE_ENV)) | {
         "TIN_CATALOG_SERVICE", "TIN_PORT_0", "HOME", "XDG_RUNTIME_DIR", "DOCKER_HOST"}
     assert set(env) == expected
 
@@ -268,15 +270,54 @@ def test_a_new_machine_env_file_recreates_the_containers():
     assert plan.changes[-1].desc.startswith("start gazette")
 
 
-def test_stale_files_are_removed_and_modes_follow_the_catalog():
+def test_only_files_a_deploy_copied_are_removed_and_modes_follow_the_catalog():
     d = deploy_spec("gazette")
     facts = deployed_facts(d)
-    facts["files"]["old.conf"] = 0o644
+    facts["files"]["old.conf"] = 0o644  # copied by an earlier deploy: in its record
+    facts["manifest"] += "old.conf\n"
+    facts["files"]["kuma.db"] = 0o644  # written by the service: in no record
     facts["files"]["bin/start.sh"] = 0o644
     plan = plans.plan_deploy(d, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert ("chmod", "755", "/mnt/gazette-prod/service/gazette/bin/start.sh") in argvs
     assert ("rm", "-f", "--", "/mnt/gazette-prod/service/gazette/old.conf") in argvs
+    assert not any("kuma.db" in " ".join(a) for a in argvs)
+    record = next(s for s in plan.changes if isinstance(s, Upload) and s.path == plans.manifest_path(M, "gazette"))
+    assert "old.conf" not in record.content and "bin/start.sh" in record.content
+
+
+def test_without_a_record_nothing_is_removed_and_a_service_written_file_is_never_overwritten():
+    d = deploy_spec("gazette")
+    facts = deployed_facts(d)
+    facts["manifest"] = None  # deployed by a tinsnip that kept no record
+    facts["files"]["old.conf"] = 0o644
+    argvs = [s.argv for s in plans.plan_deploy(d, "docker1", facts).changes if isinstance(s, Run)]
+    assert not any(a[:2] == ("rm", "-f") for a in argvs)
+    facts = deployed_facts(d)
+    facts["manifest"] = plans.render_manifest("gazette", ["docker-compose.yml"])
+    facts["file:bin/start.sh"] = "written by the service\n"
+    with pytest.raises(InputError, match="was written by gazette, not copied by a deploy"):
+        plans.plan_deploy(d, "docker1", facts)
+
+
+def test_relative_binds_not_shipped_go_to_the_nas_and_shipped_ones_stay():
+    compose = (
+        "services:\n  app:\n    image: x:1\n    volumes:\n      - ./data:/app/data\n      - ./conf:/conf:ro\n"
+        "      - type: bind\n        source: ./state/db\n        target: /db\n      - /abs:/abs\n      - named:/n\n"
+        "volumes:\n  named:\n")
+    binds = plans.runtime_binds(compose, {"docker-compose.yml", "conf/app.conf"})
+    assert binds == {"app": [("data", "/app/data", False), ("state/db", "/db", False)]}
+    text = plans.override(M, "keeper", ("app",), ("named",), "x", binds)
+    merged = yaml.safe_load(text)
+    assert merged["services"]["app"]["volumes"] == [
+        {"type": "bind", "source": "/mnt/gazette-prod/data/keeper/data", "target": "/app/data"},
+        {"type": "bind", "source": "/mnt/gazette-prod/data/keeper/state/db", "target": "/db"}]
+    assert merged["volumes"]["named"]["driver_opts"]["device"] == "/mnt/gazette-prod/data/keeper/named"
+
+
+def test_compose_interpolation_sees_the_xdg_paths_on_the_nas():
+    env = dict(plans.up_env(M, MACHINE_ENV, ""))
+    assert env["XDG_DATA_HOME"] == "/mnt/gazette-prod/data" and env["XDG_STATE_HOME"] == "/mnt/gazette-prod/state"
 
 
 def test_present_image_is_not_loaded_and_unknown_image_is_left_to_compose():
@@ -324,8 +365,9 @@ def test_inputs_digest_changes_with_each_input():
 # -- stop, remove, status -------------------------------------------------------------------------------------
 
 
-def project(containers=(), ports=None, dirs=(), objects=None):
+def project(containers=(), ports=None, dirs=(), objects=None, files=None):
     return {"uid": M.uid, "mounted": True, "ports": ports, "dirs": list(dirs),
+            "files": files if files is not None else {".env": 0o640, "docker-compose.override.yml": 0o644},
             "containers": {"error": None, "containers": list(containers)},
             "objects": objects if objects is not None else {"containers": len(containers), "networks": 0, "volumes": 0}}
 
@@ -348,13 +390,16 @@ def test_remove_keeps_data_unless_asked_and_frees_ports():
     plan = plans.plan_remove(M, "gazette", False, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert argvs[0][:7] == ("docker", "compose", "--ansi", "never", "--project-name", "gazette", "down")
-    assert ("rm", "-rf", "--", sdir) in argvs
+    assert ("rm", "-rf", "--", sdir) not in argvs  # what the service wrote there stays
+    assert ("rm", "-f", "--", f"{sdir}/.env", f"{sdir}/docker-compose.override.yml") in argvs
+    assert ("find", sdir, "-depth", "-type", "d", "-empty", "-delete") in argvs
     assert not any(ddir in a for a in argvs)
     freed = next(s for s in plan.changes if isinstance(s, Upload))
     assert plans.parse_ports(freed.content) == {"almanac": [10101]}
     assert plan.data["freed_ports"] == [10100]
     deleting = plans.plan_remove(M, "gazette", True, "docker1", facts)
     assert ("rm", "-rf", "--", ddir) in [s.argv for s in deleting.changes if isinstance(s, Run)]
+    assert ("rm", "-rf", "--", sdir) in [s.argv for s in deleting.changes if isinstance(s, Run)]
 
 
 def test_removed_service_plans_only_noops():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import shlex
 from dataclasses import dataclass, field
 
@@ -76,6 +77,47 @@ def ports_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/ports"
 
 
+def manifest_path(m: MachineEnv, service: str) -> str:
+    """The files a deploy copied from the catalog (one relative path a line): the only files a later
+    deploy may replace or remove. Kept with the machine-env on the NAS, beside the ports."""
+    return f"{m.mount}/.machine/deployed/{service}.files"
+
+
+def runtime_binds(compose_text: str, shipped: set[str]) -> dict[str, list[tuple[str, str, bool]]]:
+    """Per compose service, its relative binds whose source the catalog does not ship: runtime data,
+    which the override binds into the machine-env's data tree. (relative source, target, read-only)."""
+    from ..compose import ComposeError, parse
+
+    try:
+        model = parse(compose_text, "compose")
+    except ComposeError:
+        return {}
+    out: dict[str, list[tuple[str, str, bool]]] = {}
+    for name, svc in model.services.items():
+        for mount in svc.volumes:
+            if not mount.is_relative_bind:
+                continue
+            rel = posixpath.normpath(mount.source)
+            if rel == "." or rel.startswith(".."):
+                continue  # the service dir itself, or outside it: the catalog check names these
+            if rel in shipped or any(f.startswith(rel + "/") for f in shipped):
+                continue  # shipped with the catalog: the bind reads the deployed copy
+            out.setdefault(name, []).append((rel, mount.target, mount.read_only))
+    return out
+
+
+def parse_manifest(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    return {line for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def render_manifest(service: str, files) -> str:
+    return (f"# Files tinsnip copied from the catalog for {service}: the only ones a deploy may replace or\n"
+            "# remove. Everything else in the service directory was written by the service and is kept.\n"
+            + "".join(f"{rel}\n" for rel in sorted(files)))
+
+
 def machine_env_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/machine.env"
 
@@ -120,8 +162,14 @@ class Deploy:
                 subdirs.add("/".join(parts[:i]))
         return [self.dir] + [f"{self.dir}/{d}" for d in sorted(subdirs)]
 
+    def binds(self) -> dict[str, list[tuple[str, str, bool]]]:
+        """The runtime binds (see runtime_binds), from the shipped compose file."""
+        text = self.files.get(self.compose_file, ("", 0))[0]
+        return runtime_binds(text, set(self.files))
+
     def data_dirs(self) -> list[str]:
-        return [self.data] + [f"{self.data}/{v}" for v in self.volumes] if self.volumes else []
+        subdirs = [*self.volumes, *sorted({rel for binds in self.binds().values() for rel, _, _ in binds})]
+        return [self.data] + [f"{self.data}/{v}" for v in subdirs] if subdirs else []
 
 
 # -- ports -----------------------------------------------------------------------------------------
@@ -185,16 +233,18 @@ def service_env(m: MachineEnv, service: str, ports: list[int]) -> str:
     return render("service.env.j2", m=m, service=service, ports=ports)
 
 
-def override(m: MachineEnv, service: str, services: tuple[str, ...], volumes: tuple[str, ...], inputs: str) -> str:
+def override(m: MachineEnv, service: str, services: tuple[str, ...], volumes: tuple[str, ...], inputs: str,
+             binds: dict[str, list[tuple[str, str, bool]]] | None = None) -> str:
     return render("docker-compose.override.yml.j2", service=service, services=list(services), volumes=list(volumes),
-                  data_root=data_dir(m, service), label=INPUTS_LABEL, inputs=inputs)
+                  data_root=data_dir(m, service), label=INPUTS_LABEL, inputs=inputs, binds=binds or {})
 
 
 def inputs_digest(d: Deploy, env_text: str, machine_env: str | None) -> str:
     """A fingerprint of everything a deploy's containers are made from: the catalog files, .env,
     machine.env and where the volumes go. Carried by each container as a label, so a redeploy with
     nothing changed can tell, and any change (here, or by machine.create) recreates the containers."""
-    parts = [f"service {d.service}", f"data {d.data}", "volumes " + ",".join(d.volumes)]
+    parts = [f"service {d.service}", f"data {d.data}", "volumes " + ",".join(d.volumes),
+             "binds " + json.dumps(d.binds(), sort_keys=True)]
     parts += [f"file {rel} {mode:o} {sha256(text)}" for rel, (text, mode) in sorted(d.files.items())]
     parts += [f".env {sha256(env_text)}", f"machine.env {sha256(machine_env)}"]
     return sha256("\n".join(parts))
@@ -213,8 +263,9 @@ def docker_env(m: MachineEnv) -> tuple[tuple[str, str], ...]:
 
 
 def up_env(m: MachineEnv, machine_env: str | None, env_text: str) -> tuple[tuple[str, str], ...]:
-    """SPEC §8 step 6: exactly machine.env's and .env's variables, minus the XDG ones, plus docker's."""
-    values = {k: v for k, v in parse_env(machine_env).items() if k not in XDG_VARS}
+    """SPEC §8 step 6: exactly machine.env's and .env's variables (the XDG ones included: they point into
+    the NAS mount), plus docker's. The rootless daemon never sees them: systemd starts it, not compose."""
+    values = dict(parse_env(machine_env))
     values.update(parse_env(env_text))
     values.update(dict(docker_env(m)))
     return tuple(values.items())
@@ -350,6 +401,7 @@ def deploy_facts(d: Deploy, ssh_user: str) -> list[Fact]:
         Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("machine_env", machine_env_path(m)),
         file_fact("ports", ports_path(m)),
+        file_fact("manifest", manifest_path(m, d.service)),
         Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs()])
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
         Fact("files", f"find {q(d.dir)} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
@@ -428,9 +480,14 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u)
                  if missing else Noop(f"{d.dir} exists"))
     modes = facts["files"]
+    manifest = parse_manifest(facts.get("manifest"))
     for rel, (content, mode) in sorted(d.files.items()):
         path = f"{d.dir}/{rel}"
         old = facts[f"file:{rel}"]
+        if old is not None and old != content and manifest is not None and rel not in manifest:
+            raise InputError(f"{path} was written by {d.service}, not copied by a deploy, and the catalog now ships "
+                             f"a file of that name: tinsnip never overwrites what a service wrote. Move it away "
+                             f"(it is on the NAS), or rename the file in the catalog, then deploy again.")
         if old != content:
             steps.append(Upload(path, content, f"copy {d.service}/{rel} to {d.dir}", mode=mode, as_user=u,
                                 old=old, expect=sha256(old)))
@@ -438,10 +495,19 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
             steps.append(Run(("chmod", f"{mode:o}", path), f"set the mode of {path} to {mode:o}", as_user=u))
         else:
             steps.append(Noop(f"{path} is up to date"))
-    stale = sorted(set(modes) - set(d.files) - {ENV_NAME, OVERRIDE_NAME})
+    # Only files an earlier deploy copied may go; without a record (a deploy by an older tinsnip) none do.
+    stale = sorted((manifest or set()) & set(modes) - set(d.files) - {ENV_NAME, OVERRIDE_NAME})
     if stale:
         steps.append(Run(("rm", "-f", "--", *[f"{d.dir}/{r}" for r in stale]),
-                         f"remove files no longer in the catalog: {', '.join(stale)}", as_user=u))
+                         f"remove files an earlier deploy copied and the catalog no longer has: {', '.join(stale)}",
+                         as_user=u))
+    manifest_text = render_manifest(d.service, d.files)
+    if facts.get("manifest") != manifest_text:
+        mpath = manifest_path(m, d.service)
+        steps.append(Run(("mkdir", "-m", "0750", "-p", posixpath.dirname(mpath)), f"create {posixpath.dirname(mpath)}",
+                         as_user=u))
+        steps.append(Upload(mpath, manifest_text, f"record the files this deploy copied ({len(d.files)})", mode=0o640,
+                            as_user=u, old=facts.get("manifest"), expect=sha256(facts.get("manifest"))))
 
     # 2. ports, and .env
     alloc = parse_ports(facts["ports"])
@@ -464,12 +530,15 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     # 3. named volumes on the NAS
     inputs = inputs_digest(d, env_text, facts["machine_env"])
     data["inputs"] = inputs
-    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}", override(m, d.service, d.services, d.volumes, inputs),
-                            facts[f"file:{OVERRIDE_NAME}"], 0o644, u, f"bind {d.service}'s volumes to {d.data}"))
+    binds = d.binds()
+    data["runtime_binds"] = {svc: [{"source": rel, "target": t, "on_nas": f"{d.data}/{rel}"} for rel, t, _ in b]
+                             for svc, b in binds.items()}
+    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}", override(m, d.service, d.services, d.volumes, inputs, binds),
+                            facts[f"file:{OVERRIDE_NAME}"], 0o644, u, f"bind {d.service}'s volumes and runtime binds to {d.data}"))
     missing = [p for p in d.data_dirs() if p not in have_dirs]
     if missing:
         steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u))
-    elif d.volumes:
+    elif d.data_dirs():
         steps.append(Noop(f"volume directories under {d.data} exist"))
 
     # 4. images
@@ -522,6 +591,8 @@ def project_facts(m: MachineEnv, service: str) -> list[Fact]:
         Fact("uid", f"id -u -- {q(m.user)}", _uid),
         Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("ports", ports_path(m)),
+        file_fact("manifest", manifest_path(m, service)),
+        Fact("files", f"find {q(service_dir(m, service))} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
         Fact("dirs", "for d in " + " ".join(q(p) for p in (service_dir(m, service), data_dir(m, service)))
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
         containers_fact(m, service),
@@ -564,12 +635,30 @@ def plan_remove(m: MachineEnv, service: str, delete_data: bool, host: str, facts
         steps.append(Noop(f"{service} has no containers, networks or volumes"))
     have = set(facts["dirs"])
     sdir, ddir = service_dir(m, service), data_dir(m, service)
+    manifest = parse_manifest(facts.get("manifest"))
     if sdir in have:
         if not facts.get("mounted"):
             raise InputError(f"{m.mount} is not mounted on {host}: mount it (machine.create) before removing")
-        steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir}", as_user=m.user))
+        if delete_data:
+            steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir}", as_user=m.user))
+        else:
+            # Only what deploys wrote goes: the copied catalog files, .env, the override; then the
+            # directories left empty. Anything the service wrote there stays, with its directories.
+            present = set(facts.get("files") or {})
+            ours = sorted({*(manifest or ()), ENV_NAME, OVERRIDE_NAME} & present)
+            if ours:
+                steps.append(Run(("rm", "-f", "--", *[f"{sdir}/{r}" for r in ours]),
+                                 f"remove the files deploys copied to {sdir} ({len(ours)})", as_user=m.user))
+                steps.append(Run(("find", sdir, "-depth", "-type", "d", "-empty", "-delete"),
+                                 f"remove the directories left empty in {sdir} (files the service wrote stay)",
+                                 as_user=m.user))
+            else:
+                steps.append(Noop(f"{sdir} holds only files {service} wrote ({len(present)}): they stay"))
     else:
         steps.append(Noop(f"{sdir} is gone"))
+    if facts.get("manifest") is not None:
+        steps.append(Run(("rm", "-f", "--", manifest_path(m, service)), f"forget the files record of {service}",
+                         as_user=m.user))
     alloc = parse_ports(facts["ports"])
     freed = alloc.get(service, [])
     if freed:
