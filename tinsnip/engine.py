@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import script
+from . import secrets as secret_values
 from .config import Settings
 from .errors import InputError, RemoteError, TinsnipError
 from .inventory import Host
@@ -91,7 +92,7 @@ class Output:
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "[REDACTED]")
-        return text
+        return secret_values.mask(text)
 
     def line(self, text: str = "", host: str | None = None, err: bool = False) -> None:
         if self.quiet and not err:
@@ -309,7 +310,9 @@ class Engine:
         when something changed). A log that cannot be written is a warning, not a failure."""
         from . import changelog
 
-        changed = {o.host: [r.step.desc for r in o.results if r.status == "changed"] for o in self.outcomes}
+        changed: dict[str, list[str]] = {}
+        for o in self.outcomes:  # a host may take part in several phases (the NAS: a login, then machine.create)
+            changed.setdefault(o.host, []).extend(r.step.desc for r in o.results if r.status == "changed")
         if self.options.dry_run or not any(changed.values()):
             return
         inv = self.settings.inventory
@@ -330,7 +333,7 @@ class Engine:
         if extra:
             summary.update(extra)
         if self.options.json:
-            print(self.out.mask(json.dumps(summary, indent=2, default=str)))
+            print(self.out.mask(json.dumps(summary, indent=2, default=secret_values.json_default)))
         else:
             self.out.line("")
             label = "dry run" if self.options.dry_run else "recap"
@@ -347,7 +350,7 @@ class Engine:
 
 
 def json_dump(data: Any, secrets: list[str] | None = None) -> str:
-    text = json.dumps(data, indent=2, default=str)
+    text = json.dumps(data, indent=2, default=secret_values.json_default)
     for secret in secrets or []:
         text = text.replace(secret, "[REDACTED]")
-    return text
+    return secret_values.mask(text)

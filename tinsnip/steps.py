@@ -51,12 +51,12 @@ class Upload:
     """
 
     path: str
-    content: str
+    content: str = field(repr=False)
     desc: str
     mode: int = 0o644
     owner: str | None = None
     as_user: str | None = None
-    old: str | None = None
+    old: str | None = field(default=None, repr=False)
     expect: str | None = None
     backup: bool = False
     then: tuple[str, ...] = ()

@@ -40,6 +40,9 @@ def inventory_copy(lab, tmp_path, edit) -> Path:
 
     data = yaml.safe_load(lab.inventory.read_text())
     data["ssh"] = {"key": str(lab.key), "known_hosts": str(lab.known_hosts)}
+    for h in (data.get("docker_hosts") or {}).values():  # files the inventory names, beside it in the lab dir
+        for r, ca in (h.get("registry_cas") or {}).items():
+            h["registry_cas"][r] = str(lab.dir / ca)
     edit(data)
     p = tmp_path / "hosts.yaml"
     p.write_text(yaml.safe_dump(data))

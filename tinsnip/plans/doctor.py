@@ -126,8 +126,53 @@ def docker_checks(host: DockerHost) -> list[Check]:
     ]
 
 
+def _registries(host: DockerHost) -> list[tuple[str, str | None]]:
+    """(HOST:PORT, CA PEM or None) of every registry the inventory names for a host: CAs and mirrors."""
+    cas = dict(host.registry_cas)
+    regs = list(cas)
+    for url in host.registry_mirrors:
+        hostport = url[len("https://"):].rstrip("/")
+        if ":" not in hostport.rsplit("]", 1)[-1]:
+            hostport += ":443"
+        if hostport not in regs:
+            regs.append(hostport)
+    return [(r, cas.get(r)) for r in regs]
+
+
+def _registry_judge(reg: str):
+    def judge(rc: int, out: str) -> tuple[bool, str]:
+        text = " ".join(out.split())
+        code = text.rsplit(" ", 1)[-1] if text else ""
+        if rc == 0 and code in ("200", "401"):
+            return True, f"https://{reg}/v2/ answers over TLS (HTTP {code}{', login needed' if code == '401' else ''})"
+        first = out.strip().splitlines()[0] if out.strip() else ""
+        return False, (first[:200] or f"https://{reg}/v2/ does not answer") + f" (https://{reg}/v2/)"
+    return judge
+
+
+def registry_checks(host: DockerHost) -> list[Check]:
+    """One TLS round trip from the Docker host to each registry, with the inventory's CA when it gives one."""
+    out = []
+    for reg, pem in _registries(host):
+        url = shlex.quote(f"https://{reg}/v2/")
+        if pem is not None:
+            ca = f"ca=$(mktemp); cat >\"$ca\" <<'TINSNIP_CA'\n{pem.rstrip()}\nTINSNIP_CA\n"
+            opt = '--cacert "$ca"'
+            fix = (f"start the registry at {reg} or correct the address; if it names a certificate problem, the file "
+                   f"under registry_cas.{reg} is not the CA that signed the registry's certificate")
+        else:
+            ca, opt = "", ""
+            fix = (f"start the registry at {reg} or correct registry_mirrors; if the error names a certificate, add "
+                   f"registry_cas: {{{reg}: <its CA file>}} to docker_hosts.{host.name} in the inventory")
+        cmd = (f"{ca}command -v curl >/dev/null || {{ echo 'curl not found on this host (apt-get install curl)'; exit 1; }}\n"
+               f"curl -sS --max-time 5 {opt} -o /dev/null -w ' %{{http_code}}' {url} 2>&1; rc=$?; "
+               + ('rm -f "$ca"; ' if pem is not None else "") + "exit $rc")
+        out.append(Check(f"registry {reg}", cmd, _registry_judge(reg), fix))
+    return out
+
+
 def checks_for(host: Host) -> list[Check]:
-    return nas_checks(host) if isinstance(host, Nas) else docker_checks(host)
+    return nas_checks(host) if isinstance(host, Nas) else docker_checks(host) + registry_checks(host)
 
 
 def report(host: Host, checks: list[Check], facts: dict) -> list[dict]:

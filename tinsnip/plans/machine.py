@@ -33,7 +33,7 @@ from ..inventory import DockerHost
 from ..script import CLEAN_PATH, Fact
 from ..smep import GATES, SUBID_COUNT, MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
-from . import boot, registry_access
+from . import boot, registry_access, registry_login
 
 SETUPTOOL = "dockerd-rootless-setuptool.sh"
 ADMIN_GROUPS = ("sudo", "wheel", "admin", "docker")  # docker: its socket is root on the host
@@ -236,6 +236,7 @@ echo "mntdir=$([ -d {q(m.mount_point)} ] && echo 1 || echo 0)"
 echo "unit=$([ -f {q(unit_path(m))} ] && echo 1 || echo 0)"
 echo "daemon_json=$(tf {q(daemon_json_path(m))})"
 echo "dropin=$(tf {q(dropin_path(m))})"
+{registry_login.fact_line()}
 if [ -S /run/user/$uid/bus ] && id -u "$u" >/dev/null 2>&1; then
   echo "active=$({run_as} systemctl --user is-active docker.service 2>/dev/null)"
   echo "enabled=$({run_as} systemctl --user is-enabled docker.service 2>/dev/null)"
@@ -258,6 +259,7 @@ def parse_machine(rc: int, out: str) -> dict:
     kv = parse_kv(rc, out)
     kv["daemon_json"] = _b64(kv.get("daemon_json", "-"))
     kv["dropin"] = _b64(kv.get("dropin", "-"))
+    kv["dockercfg"] = registry_login.parse(_b64(kv.get("dockercfg", "-")))
     return kv
 
 
@@ -681,7 +683,10 @@ class HostAssessment:
     boot_unit: Step | None = None  # the storage template unit (boot.py), once per host
 
 
-def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostAssessment:
+def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+                logins: dict | None = None) -> HostAssessment:
+    """`logins`: machine-env name → its registry logins read from the NAS (None: not read, so each
+    user's ~/.docker/config.json is left as it is)."""
     subuid_parts, subuid_step = subid_file("/etc/subuid", host.name, facts.get("subuid"), machine_envs)
     subgid_parts, subgid_step = subid_file("/etc/subgid", host.name, facts.get("subgid"), machine_envs)
     fstab_parts, fstab_step = fstab_file(facts.get("fstab"), machine_envs, nas_address)
@@ -705,24 +710,30 @@ def assess_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: s
             docker_part(m, host, mf, user_ready, mount_moves),
             links_part(m, mf),
             Part("registry", *registry_access.assess(host, m, facts)),
+            Part("logins", *registry_login.assess(m, mf.get("dockercfg"), None if logins is None else
+                                                  logins.get(m.name, {}), as_user)),
             Part("boot", *boot_parts[m.name]),
         ]
     return HostAssessment(parts, [subuid_step, subgid_step, fstab_step, gates_step(facts)], boot_unit)
 
 
-STAGES = ("user", "gate", "mount", "linger", "docker", "links", "registry", "boot")
+STAGES = ("user", "gate", "mount", "linger", "docker", "links", "registry", "logins", "boot")
 
 
-def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict) -> HostPlan:
+def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str, facts: dict,
+              logins: dict | None = None) -> HostPlan:
     """The steps that bring every machine-env of this host to its desired state, in dependency order:
-    subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links."""
-    a = assess_host(host, machine_envs, nas_address, facts)
+    subordinate ids, users, fstab, gates, mounts, linger, rootless Docker, links, registries, logins.
+    `logins`: see assess_host."""
+    a = assess_host(host, machine_envs, nas_address, facts, logins)
     subuid_step, subgid_step, fstab_step, gates = a.shared
     steps: list[Step] = [subuid_step, subgid_step]
 
     def stage(name: str) -> None:
         for m in machine_envs:
             part = next(p for p in a.parts[m.name] if p.name == name)
+            if name == "logins" and part.detail == registry_login.NOTHING:
+                continue  # no login anywhere: nothing to say
             steps.extend(part.steps if part.steps else [Noop(f"{m.name}: {part.detail}")])
 
     stage("user")
@@ -740,12 +751,15 @@ def plan_host(host: DockerHost, machine_envs: list[MachineEnv], nas_address: str
     return HostPlan(host.name, steps, data)
 
 
-def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str):
-    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply."""
+def docker_job(settings, host: DockerHost, machine_envs: list[MachineEnv], nas_address: str,
+               logins: dict | None = None):
+    """The Docker-host phase for every given machine-env of one host: one fact round trip, one apply.
+    `logins`: see assess_host."""
     from ..engine import Job
 
     machine_envs = sorted(machine_envs, key=lambda m: m.uid)
-    return Job(host, facts_for(machine_envs, host), lambda facts: plan_host(host, machine_envs, nas_address, facts))
+    return Job(host, facts_for(machine_envs, host),
+               lambda facts: plan_host(host, machine_envs, nas_address, facts, logins))
 
 
 # -- removal -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .. import config, smep
+from .. import secrets as secret_values
 from ..errors import InputError, TinsnipError
 
 COMMON_HELP = {
@@ -69,9 +70,10 @@ def tin_task(help: dict | None = None, changes: bool = False, reports: bool = Tr
             except TinsnipError as exc:
                 if opts.debug:
                     traceback.print_exc()
+                message = secret_values.mask(str(exc))
                 if opts.json:
-                    print(jsonlib.dumps({"ok": False, "error": str(exc), "exit_code": exc.code}), flush=True)
-                raise Exit(f"tinsnip: {exc}", code=exc.code) from None
+                    print(jsonlib.dumps({"ok": False, "error": message, "exit_code": exc.code}), flush=True)
+                raise Exit(f"tinsnip: {message}", code=exc.code) from None
             except KeyboardInterrupt:
                 raise Exit("tinsnip: interrupted", code=130) from None
 
@@ -151,10 +153,10 @@ def finish(engine, extra: dict | None = None) -> None:
 
 def emit(opts: Opts, data, text_lines: list[str] | None = None) -> None:
     if opts.json:
-        print(jsonlib.dumps(data, indent=2, default=str))
+        print(secret_values.mask(jsonlib.dumps(data, indent=2, default=secret_values.json_default)))
     else:
         for line in text_lines or []:
-            print(line)
+            print(secret_values.mask(line))
 
 
 def gather_nas(opts: Opts, facts_fn) -> tuple:

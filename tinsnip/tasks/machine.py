@@ -96,6 +96,7 @@ def catalog_warning(sheet: str, machine: str) -> str | None:
 def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict[str, int]):
     """Phase 1: the NAS (registry, tree, export, machine.env) for every target; phase 2: every Docker host
     with its machine-envs, hosts in parallel. A NAS failure stops before any Docker host is touched."""
+    from .. import secrets
     from ..plans import machine as plans
     from ..plans import nas as nas_plans
 
@@ -103,7 +104,16 @@ def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict
     inv = settings.inventory
     nas_targets = [(machine, env, [host.nfs_client]) for machine, env, host in targets]
     try:
-        [nas_outcome] = engine.run_phase([nas_plans.nas_job(settings, nas_targets, pins=pins or None)])
+        # the NAS job also reads each machine-env's registry logins, for its user's ~/.docker/config.json
+        job = nas_plans.nas_job(settings, nas_targets, pins=pins or None)
+        seen: dict = {}
+        extra = [secrets.secrets_fact(f"{machine}-{env}", nas_plans.machine_path(inv.nas.volume, settings.sheet, machine, env))
+                 for machine, env, _ in targets]
+
+        def plan(facts, inner=job.plan):
+            seen.update(facts)
+            return inner(facts)
+        [nas_outcome] = engine.run_phase([type(job)(job.host, job.facts + extra, plan)])
         if nas_outcome.failed or nas_outcome.plan is None:
             engine.out.line("the NAS phase failed: nothing was changed on the Docker hosts", err=True)
             return engine, {}
@@ -113,7 +123,8 @@ def _converge(opts, settings, targets: list[tuple[str, str, object]], pins: dict
         for machine, env, host in targets:
             by_host.setdefault(host.name, []).append(machine_envs[f"{machine}-{env}"])
             hosts[host.name] = host
-        jobs = [plans.docker_job(settings, hosts[name], mes, inv.nas.address) for name, mes in by_host.items()]
+        logins = {name: secrets.logins(seen, m) for name, m in machine_envs.items()}
+        jobs = [plans.docker_job(settings, hosts[name], mes, inv.nas.address, logins) for name, mes in by_host.items()]
         engine.run_phase(jobs)
         placed = {f"{machine}-{env}": host.name for machine, env, host in targets}
         return engine, {name: {**m.info(), "host": placed[name]} for name, m in machine_envs.items() if name in placed}
@@ -233,8 +244,12 @@ def _survey(opts, settings, targets):
         nas_job = nas_plans.nas_job(settings, [(m, e, [h.nfs_client]) for m, e, h in targets])
         reg_facts = [registry.file_fact("reg:sheets", registry.sheets_path(volume)),
                      registry.file_fact("reg:machines", registry.machines_path(volume, settings.sheet))]
+        from .. import secrets
+
         names = {f.name for f in nas_job.facts}
-        facts = engine.gather(inv.nas, nas_job.facts + [f for f in reg_facts if f.name not in names])
+        secret_facts = [secrets.secrets_fact(f"{m}-{e}", nas_plans.machine_path(volume, settings.sheet, m, e))
+                        for m, e, _h in targets]
+        facts = engine.gather(inv.nas, nas_job.facts + [f for f in reg_facts if f.name not in names] + secret_facts)
         sheets, machines = registry.read(facts, volume, settings.sheet)
         for machine, env, _host in targets:
             name = f"{machine}-{env}"
@@ -265,8 +280,9 @@ def _survey(opts, settings, targets):
         def one(name):
             mes = by_host[name]
             try:
-                facts = engine.gather(hosts[name], plans.facts_for(mes, hosts[name]))
-                return name, plans.assess_host(hosts[name], mes, inv.nas.address, facts), None
+                host_facts = engine.gather(hosts[name], plans.facts_for(mes, hosts[name]))
+                logins = {m.name: secrets.logins(facts, m) for m in mes}
+                return name, plans.assess_host(hosts[name], mes, inv.nas.address, host_facts, logins), None
             except TinsnipError as exc:
                 return name, None, str(exc)
 
@@ -288,6 +304,7 @@ FIX_HINT = {
     "linger": "machine.create",
     "docker": "machine.create",
     "links": "machine.create",
+    "registry": "machine.create",
 }
 
 
@@ -386,3 +403,168 @@ def list_(c, opts):
         lines.append(f"{r['name']:<24} {r['uid'] or '-':>6}  {r['host'] or '-':<10} {ports:<12} {r['state']}")
     emit(opts, {"sheet": settings.sheet, "machine_envs": rows}, lines)
 
+
+
+# -- secrets and registry logins, kept per machine-env on the NAS ------------------------------------
+
+def _secret_target(opts, service, env):
+    """(settings, machine, env, NAS tree) after checking the flags; no connection yet."""
+    from ..plans import nas as nas_plans
+
+    machine, env, _ = machine_env_flags(service, env)
+    settings = opts.settings()
+    tree = nas_plans.machine_path(settings.inventory.nas.volume, settings.sheet, machine, env)
+    return settings, machine, env, tree
+
+
+def _nas_secret_job(engine, settings, machine, env, tree, plan_fn, values=True):
+    """A NAS job over the machine-env's registry numbers and its secrets directory (one round trip)."""
+    from .. import secrets
+    from ..engine import Job
+    from ..plans import registry
+    from ..steps import HostPlan
+
+    inv = settings.inventory
+    volume = inv.nas.volume
+    name = f"{machine}-{env}"
+    facts = [registry.file_fact("reg:sheets", registry.sheets_path(volume)),
+             registry.file_fact("reg:machines", registry.machines_path(volume, settings.sheet)),
+             secrets.secrets_fact(name, tree, values=values)]
+
+    def plan(f):
+        sn, mn, _ = registry.resolve(f, volume, settings.sheet, machine)
+        m = smep.MachineEnv(settings.sheet, sn, machine, mn, env, volume)
+        return HostPlan(inv.nas.name, plan_fn(f, m), {"machine_env": m})
+    return Job(inv.nas, facts, plan)
+
+
+def _secret_change(opts, service, env, name, value_fn, unset=False):
+    from .. import secrets
+
+    settings, machine, env_, tree = _secret_target(opts, service, env)
+    value = None if unset else value_fn(settings)
+    engine = opts.engine(settings)
+    try:
+        job = _nas_secret_job(engine, settings, machine, env_, tree,
+                              (lambda f, m: secrets.plan_unset(f, m, name)) if unset else
+                              (lambda f, m: secrets.plan_set(f, m, name, value)), values=not unset)
+        engine.run_phase([job])
+    except BaseException:
+        engine.close()
+        raise
+    return engine, machine, env_
+
+
+SECRET_HELP = {**MACHINE_HELP, "name": "the secret's name, as the compose file uses it (DB_PASSWORD)"}
+
+
+@tin_task(changes=True, help=SECRET_HELP, name="secret-set")
+def secret_set(c, opts, service=None, env=None, name=None):
+    """Set a secret of a machine-env on the NAS; the value is read from stdin (or TINSNIP_SECRET_<NAME>)."""
+    import sys
+
+    from .. import secrets
+    from .common import require
+
+    name = secrets.check_name(require(name, "name"))
+    machine_env_flags(service, env)
+
+    def value(settings):
+        return secrets.read_value(sys.stdin, settings.values, secrets.ENV_PREFIX + name, f"the value of {name}")
+    engine, machine, env_ = _secret_change(opts, service, env, name, value)
+    finish(engine, {"machine_env": f"{machine}-{env_}", "secret": name})
+
+
+@tin_task(changes=True, help=SECRET_HELP, name="secret-unset")
+def secret_unset(c, opts, service=None, env=None, name=None):
+    """Remove a secret of a machine-env from the NAS."""
+    from .. import secrets
+    from .common import require
+
+    name = secrets.check_name(require(name, "name"))
+    engine, machine, env_ = _secret_change(opts, service, env, name, None, unset=True)
+    finish(engine, {"machine_env": f"{machine}-{env_}", "secret": name})
+
+
+@tin_task(help=MACHINE_HELP, name="secrets")
+def secrets_(c, opts, service=None, env=None):
+    """List the names of a machine-env's secrets and registry logins (never their values)."""
+    from .. import secrets
+
+    settings, machine, env_, tree = _secret_target(opts, service, env)
+    engine = opts.engine(settings)
+    name = f"{machine}-{env_}"
+    try:
+        facts = engine.gather(settings.inventory.nas, [secrets.secrets_fact(name, tree, values=False)])
+    finally:
+        engine.close()
+    files = facts[f"secrets:{name}"]["files"]
+    names = sorted(n for n in files if secrets.NAME_RE.match(n))
+    logins = sorted(n[len(secrets.REGISTRY_PREFIX):] for n in files if n.startswith(secrets.REGISTRY_PREFIX))
+    lines = [f"{name}: {len(names)} secret(s), {len(logins)} registry login(s) in {secrets.tree_secrets_dir(tree)}"]
+    lines += [f"  secret  {n}" for n in names] + [f"  login   {r}" for r in logins]
+    emit(opts, {"machine_env": name, "secrets": names, "registry_logins": logins}, lines)
+
+
+def _check_registry(registry) -> str:
+    import re
+
+    from .common import require
+
+    registry = require(registry, "registry")
+    if not re.fullmatch(r"[A-Za-z0-9.\-]+:[0-9]{1,5}", registry):
+        raise InputError(f"--registry {registry!r}: give HOST:PORT as image names use it, e.g. 198.18.0.30:5001")
+    return registry
+
+
+LOGIN_HELP = {**MACHINE_HELP, "registry": "the registry, HOST:PORT (as image names use it)",
+              "username": "the registry user; the password is read from stdin (or TINSNIP_REGISTRY_PASSWORD)"}
+
+
+@tin_task(changes=True, help=LOGIN_HELP)
+def login(c, opts, service=None, env=None, registry=None, username=None):
+    """Log a machine-env in to a registry: kept as a secret on the NAS, written to the user's ~/.docker/config.json."""
+    import sys
+
+    from .. import secrets
+    from .common import require
+
+    registry = _check_registry(registry)
+    username = require(username, "username")
+    if any(ch.isspace() or ch == ":" for ch in username):
+        raise InputError(f"--username {username!r}: no spaces or ':'")
+    machine_env_flags(service, env)
+
+    def value(settings):
+        password = secrets.read_value(sys.stdin, settings.values, "TINSNIP_REGISTRY_PASSWORD",
+                                      f"the password of {username} at {registry}")
+        return secrets.login_value(username, password)
+    engine, machine, env_ = _secret_change(opts, service, env, secrets.login_name(registry), value)
+    _after_login_change(opts, engine, machine, env_)
+
+
+@tin_task(changes=True, help={**MACHINE_HELP, "registry": "the registry, HOST:PORT"})
+def logout(c, opts, service=None, env=None, registry=None):
+    """Remove a machine-env's login to a registry from the NAS and from the user's ~/.docker/config.json."""
+    from .. import secrets
+
+    registry = _check_registry(registry)
+    engine, machine, env_ = _secret_change(opts, service, env, secrets.login_name(registry), None, unset=True)
+    _after_login_change(opts, engine, machine, env_)
+
+
+def _after_login_change(opts, engine, machine, env_):
+    """The NAS holds the login now: converge the machine-env's Docker host so config.json follows."""
+    try:
+        failed = any(o.failed for o in engine.outcomes)
+        settings = engine.settings
+        if not failed:
+            placed = settings.inventory.placement(machine, env_)
+            engine.close()
+            engine2, info = _converge(opts, settings, [(machine, env_, placed)], {})
+            engine2.outcomes[:0] = engine.outcomes
+            engine = engine2
+    except BaseException:
+        engine.close()
+        raise
+    finish(engine, {"machine_env": f"{machine}-{env_}"})
