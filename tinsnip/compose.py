@@ -649,9 +649,9 @@ def port_slots(c: Compose) -> list[Slot]:
     return slots
 
 
-# What the generated override supplies today (plans/service.py, templates/docker-compose.override.yml.j2):
+# What the generated override supplies today (plans/service_override.py):
 # "volumes" named volumes onto the NAS; "env_files" machine.env and .env for every service; "ports" every
 # published port onto a TIN_PORT_n (port_slots); "binds" relative binds not shipped in the catalog onto
 # the NAS. The catalog check requires from a compose file only what is not in this set.
-OVERRIDE_SUPPLIES = frozenset({"volumes"})
+OVERRIDE_SUPPLIES = frozenset({"volumes", "env_files", "ports", "binds"})
 ALL_SUPPLIES = frozenset({"volumes", "env_files", "ports", "binds"})

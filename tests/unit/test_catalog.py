@@ -27,6 +27,8 @@ volumes:
 """
 
 
+VOLUMES_ONLY = frozenset({"volumes"})
+
 def make_service(root: Path, name: str, compose: str = GOOD, extra: dict | None = None) -> Path:
     d = root / name
     d.mkdir(parents=True)
@@ -103,7 +105,7 @@ def test_env_file_rule(tmp_path, env_file):
     line = f"    env_file: {env_file}\n" if env_file else ""
     compose = ("services:\n  web:\n    image: x\n    user: \"${TIN_SERVICE_UID}:${TIN_SERVICE_UID}\"\n" + line)
     d = make_service(tmp_path, "svc", compose)
-    s = catalog.load_dir(d)
+    s = catalog.load_dir(d, VOLUMES_ONLY)  # an override that supplies no env files
     assert not s.follows_rules
     with pytest.raises(InputError) as err:
         s.require_rules()
@@ -147,8 +149,9 @@ def test_unquoted_user_with_a_colon_is_base_60(tmp_path):
 
 def test_every_service_of_a_file_is_checked(tmp_path):
     compose = GOOD.replace("volumes:\n  data:", "  other:\n    image: x\nvolumes:\n  data:")
-    s = catalog.load_dir(make_service(tmp_path, "svc", compose))
+    s = catalog.load_dir(make_service(tmp_path, "svc", compose), VOLUMES_ONLY)
     assert [p.split(": ")[1] for p in s.problems] == ["service 'other'"]
+    assert catalog.load_dir(make_service(tmp_path, "svc2", compose)).follows_rules  # today's override wires both
 
 
 def test_files_tinsnip_writes_must_not_ship(tmp_path):

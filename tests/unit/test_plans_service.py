@@ -13,6 +13,8 @@ import yaml
 from tinsnip import catalog
 from tinsnip.errors import InputError, RemoteError
 from tinsnip.plans import service as plans
+from tinsnip.plans import service_files as manifest
+from tinsnip.plans.service_override import spec_from_model
 from tinsnip.render import render
 from tinsnip.smep import MachineEnv
 from tinsnip.steps import Noop, Run, Upload, sha256
@@ -23,16 +25,31 @@ PORTS = M.ports  # 10100 … 10109
 MACHINE_ENV = render("machine.env.j2", m=M, nas_host="198.18.0.10")
 
 
-def deploy_spec(name="gazette", m=M) -> plans.Deploy:
-    svc = catalog.get(REPO / "service", name)
-    return plans.Deploy(m=m, service=name, compose_file=svc.compose_file.name, files=catalog.service_files(svc),
+def deploy_spec(name="gazette", m=M, root=REPO / "service") -> plans.Deploy:
+    svc = catalog.get(root, name)
+    files = catalog.service_files(svc)
+    return plans.Deploy(m=m, service=name, compose_file=svc.compose_file.name, files=files,
                         services=svc.services, volumes=svc.volumes, ports_needed=svc.ports_needed,
-                        images=svc.images, archives={"lab/busybox:1": "/lab/images/busybox.tar"})
+                        images=svc.images, archives={"lab/busybox:1": "/lab/images/busybox.tar"},
+                        spec=spec_from_model(svc.model, set(files)))
+
+
+class OverrideLoader(yaml.SafeLoader):
+    """Reads compose's `!override` and `!reset` tags as plain values."""
+
+
+OverrideLoader.add_constructor("!override", lambda loader, node: (
+    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)))
+
+
+def load_override(text: str) -> dict:
+    return yaml.load(text, Loader=OverrideLoader)
 
 
 def fresh_facts(d: plans.Deploy) -> dict:
     """A machine-env machine.create has made, with nothing deployed."""
-    facts = {"uid": M.uid, "mounted": True, "machine_env": MACHINE_ENV, "ports": None, "manifest": None, "dirs": [], "files": {},
+    facts = {"uid": M.uid, "mounted": True, "machine_env": MACHINE_ENV, "ports": None, "dirs": [], "files": {},
+             "manifest": None, "secret_names": [],
              "ssh_home": "/root", "containers": {"error": None, "containers": []},
              "images": {i: None for i in d.images}}
     for rel in [*d.files, ".env", "docker-compose.override.yml"]:
@@ -49,12 +66,12 @@ def deployed_facts(d: plans.Deploy, others: dict | None = None) -> dict:
             rel = step.path[len(d.dir) + 1:]
             if step.path == plans.ports_path(M):
                 facts["ports"] = step.content
-            elif step.path == plans.manifest_path(M, d.service):
+            elif step.path == manifest.manifest_path(M, d.service):
                 facts["manifest"] = step.content
             else:
                 facts[f"file:{rel}"] = step.content
                 facts["files"][rel] = step.mode
-    facts["dirs"] = d.dirs() + d.data_dirs()
+    facts["dirs"] = d.dirs() + d.data_dirs() + [manifest.deployed_dir(M)]
     facts["images"] = {i: "sha256:abc" for i in d.images}
     facts["containers"] = {"error": None, "containers": [
         {"name": f"{d.service}-{s}-1", "project": d.service, "service": s, "oneoff": False, "state": "running",
@@ -114,11 +131,11 @@ def test_service_env():
 
 def test_override_binds_every_named_volume_to_the_nas():
     text = plans.override(M, "almanac", ("pages", "index"), ("almanac", "cache"), "f00")
-    data = yaml.safe_load(text)
+    data = load_override(text)
     assert data["volumes"]["cache"] == {"driver": "local", "driver_opts": {
         "type": "none", "o": "bind", "device": "/mnt/gazette-prod/data/almanac/cache"}}
     assert data["services"]["index"]["labels"] == {plans.INPUTS_LABEL: "f00"}
-    assert "volumes" not in yaml.safe_load(plans.override(M, "x", ("web",), (), "f00"))
+    assert "volumes" not in load_override(plans.override(M, "x", ("web",), (), "f00"))
 
 
 def compose_bin() -> list[str] | None:
@@ -147,7 +164,7 @@ def test_rendered_service_passes_real_docker_compose_config(tmp_path, name):
     (mount / ".machine/machine.env").write_text(MACHINE_ENV)
     up = next(s for s in plan.steps if isinstance(s, Run) and s.argv[-1] == "--quiet")
     sdir = mount / "service" / name
-    argv = [a.replace(m.mount, str(mount)) for a in up.argv[2:]]  # after "docker compose"
+    argv = [a.replace(m.mount, str(mount)) for a in up.argv[up.argv.index("docker") + 2:]]  # after "docker compose"
     env = {"PATH": os.environ["PATH"], **dict(up.env)}
     r = subprocess.run([*compose, *argv], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -181,8 +198,9 @@ def test_first_deploy_plans_every_step_in_order():
     uploads = {s.path: s for s in plan.steps if isinstance(s, Upload)}
     assert set(uploads) == {
         "/mnt/gazette-prod/service/gazette/docker-compose.yml", "/mnt/gazette-prod/service/gazette/bin/start.sh",
-        "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/.machine/deployed/gazette.files", "/mnt/gazette-prod/service/gazette/.env",
-        "/mnt/gazette-prod/service/gazette/docker-compose.override.yml"}
+        "/mnt/gazette-prod/.machine/ports", "/mnt/gazette-prod/service/gazette/.env",
+        "/mnt/gazette-prod/service/gazette/docker-compose.override.yml",
+        "/mnt/gazette-prod/.machine/deployed/gazette.files"}
     for u in uploads.values():
         assert u.as_user == "gazette-prod"  # written as the machine user: the mount squashes root anyway
         assert u.expect == "absent"
@@ -194,23 +212,24 @@ def test_first_deploy_plans_every_step_in_order():
     assert "/root/" + plans.archive_name("lab/busybox:1") in load.argv
     assert plan.data["archive_uploads"] == [("/lab/images/busybox.tar", plans.archive_name("lab/busybox:1"))]
     config, up = plan.steps[-2:]
-    assert config.argv[-2:] == ("config", "--quiet")
+    assert config.argv[-2:] == ("config", "--quiet") and config.argv[:2] == ("sh", "-c")
     assert "up --detach --remove-orphans --wait" in up.argv[2]
     assert up.as_user == config.as_user == "gazette-prod"
 
 
-def test_up_runs_with_machine_env_and_env_the_xdg_paths_on_the_nas_included():
+def test_up_reads_machine_env_and_env_as_env_files_and_gets_only_dockers_variables():
     d = deploy_spec("gazette")
     up = plans.plan_deploy(d, "docker1", fresh_facts(d)).steps[-1]
-    env = dict(up.env)
-    assert env["XDG_DATA_HOME"] == "/mnt/gazette-prod/data" and env["XDG_CONFIG_HOME"] == "/mnt/gazette-prod/config"
-    assert env["TIN_SERVICE_UID"] == "10100" and env["TIN_PORT_0"] == "10100"
-    assert env["TIN_CATALOG_SERVICE"] == "gazette"
-    assert env["HOME"] == "/home/gazette-prod" and env["XDG_RUNTIME_DIR"] == "/run/user/10100"
-    assert env["DOCKER_HOST"] == "unix:///run/user/10100/docker.sock"
-    expected = set(plans.parse_env(MACHINE_ENV)) | {
-        "TIN_CATALOG_SERVICE", "TIN_PORT_0", "HOME", "XDG_RUNTIME_DIR", "DOCKER_HOST"}
-    assert set(env) == expected
+    assert dict(up.env) == {"HOME": "/home/gazette-prod", "XDG_RUNTIME_DIR": "/run/user/10100",
+                            "DOCKER_HOST": "unix:///run/user/10100/docker.sock"}
+    argv = list(up.argv)
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
+    assert files == ["/mnt/gazette-prod/.machine/machine.env", "/mnt/gazette-prod/service/gazette/.env"]
+    assert not any("=" in a and a.split("=")[0].isupper() for a in argv[3:])  # no VAR=value in argv
+    # machine.env's XDG values point into the NAS mount (SPEC §7), for compose interpolation
+    env = plans.parse_env(MACHINE_ENV)
+    assert (env["XDG_DATA_HOME"], env["XDG_CONFIG_HOME"], env["XDG_STATE_HOME"]) == (
+        "/mnt/gazette-prod/data", "/mnt/gazette-prod/config", "/mnt/gazette-prod/state")
 
 
 def test_a_deployed_service_plans_only_noops():
@@ -270,54 +289,40 @@ def test_a_new_machine_env_file_recreates_the_containers():
     assert plan.changes[-1].desc.startswith("start gazette")
 
 
-def test_only_files_a_deploy_copied_are_removed_and_modes_follow_the_catalog():
+def test_stale_files_are_removed_and_modes_follow_the_catalog():
     d = deploy_spec("gazette")
     facts = deployed_facts(d)
-    facts["files"]["old.conf"] = 0o644  # copied by an earlier deploy: in its record
-    facts["manifest"] += "old.conf\n"
-    facts["files"]["kuma.db"] = 0o644  # written by the service: in no record
+    facts["files"]["old.conf"] = 0o644  # copied by an earlier deploy (in its manifest), no longer shipped
+    facts["files"]["kuma.db"] = 0o644  # written by the app: never in a manifest
+    facts["manifest"] = manifest.render_manifest(d.dir, [*d.files, "old.conf"])
     facts["files"]["bin/start.sh"] = 0o644
     plan = plans.plan_deploy(d, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert ("chmod", "755", "/mnt/gazette-prod/service/gazette/bin/start.sh") in argvs
     assert ("rm", "-f", "--", "/mnt/gazette-prod/service/gazette/old.conf") in argvs
-    assert not any("kuma.db" in " ".join(a) for a in argvs)
-    record = next(s for s in plan.changes if isinstance(s, Upload) and s.path == plans.manifest_path(M, "gazette"))
-    assert "old.conf" not in record.content and "bin/start.sh" in record.content
+    assert not any("kuma.db" in a for argv in argvs for a in argv)
+    assert plan.data["kept_files"] == ["kuma.db"]
+    new_manifest = next(s for s in plan.changes if isinstance(s, Upload) and s.path.endswith("/gazette.files"))
+    assert manifest.parse_manifest(new_manifest.content) == set(d.files)
 
 
-def test_without_a_record_nothing_is_removed_and_a_service_written_file_is_never_overwritten():
+def test_a_service_written_file_is_never_overwritten_by_a_catalog_file_of_that_name():
     d = deploy_spec("gazette")
     facts = deployed_facts(d)
-    facts["manifest"] = None  # deployed by a tinsnip that kept no record
-    facts["files"]["old.conf"] = 0o644
-    argvs = [s.argv for s in plans.plan_deploy(d, "docker1", facts).changes if isinstance(s, Run)]
-    assert not any(a[:2] == ("rm", "-f") for a in argvs)
-    facts = deployed_facts(d)
-    facts["manifest"] = plans.render_manifest("gazette", ["docker-compose.yml"])
+    facts["manifest"] = manifest.render_manifest(d.dir, ["docker-compose.yml"])
     facts["file:bin/start.sh"] = "written by the service\n"
     with pytest.raises(InputError, match="was written by gazette, not copied by a deploy"):
         plans.plan_deploy(d, "docker1", facts)
 
 
-def test_relative_binds_not_shipped_go_to_the_nas_and_shipped_ones_stay():
-    compose = (
-        "services:\n  app:\n    image: x:1\n    volumes:\n      - ./data:/app/data\n      - ./conf:/conf:ro\n"
-        "      - type: bind\n        source: ./state/db\n        target: /db\n      - /abs:/abs\n      - named:/n\n"
-        "volumes:\n  named:\n")
-    binds = plans.runtime_binds(compose, {"docker-compose.yml", "conf/app.conf"})
-    assert binds == {"app": [("data", "/app/data", False), ("state/db", "/db", False)]}
-    text = plans.override(M, "keeper", ("app",), ("named",), "x", binds)
-    merged = yaml.safe_load(text)
-    assert merged["services"]["app"]["volumes"] == [
-        {"type": "bind", "source": "/mnt/gazette-prod/data/keeper/data", "target": "/app/data"},
-        {"type": "bind", "source": "/mnt/gazette-prod/data/keeper/state/db", "target": "/db"}]
-    assert merged["volumes"]["named"]["driver_opts"]["device"] == "/mnt/gazette-prod/data/keeper/named"
-
-
-def test_compose_interpolation_sees_the_xdg_paths_on_the_nas():
-    env = dict(plans.up_env(M, MACHINE_ENV, ""))
-    assert env["XDG_DATA_HOME"] == "/mnt/gazette-prod/data" and env["XDG_STATE_HOME"] == "/mnt/gazette-prod/state"
+def test_without_a_manifest_a_deploy_removes_nothing():
+    d = deploy_spec("gazette")
+    facts = deployed_facts(d)
+    facts["manifest"] = None
+    facts["files"]["data/kuma.db"] = 0o644
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert not any(isinstance(s, Run) and s.argv[:2] == ("rm", "-f") for s in plan.steps)
+    assert any(isinstance(s, Upload) and s.path == manifest.manifest_path(M, "gazette") for s in plan.steps)
 
 
 def test_present_image_is_not_loaded_and_unknown_image_is_left_to_compose():
@@ -365,9 +370,8 @@ def test_inputs_digest_changes_with_each_input():
 # -- stop, remove, status -------------------------------------------------------------------------------------
 
 
-def project(containers=(), ports=None, dirs=(), objects=None, files=None):
+def project(containers=(), ports=None, dirs=(), objects=None):
     return {"uid": M.uid, "mounted": True, "ports": ports, "dirs": list(dirs),
-            "files": files if files is not None else {".env": 0o640, "docker-compose.override.yml": 0o644},
             "containers": {"error": None, "containers": list(containers)},
             "objects": objects if objects is not None else {"containers": len(containers), "networks": 0, "volumes": 0}}
 
@@ -387,12 +391,16 @@ def test_remove_keeps_data_unless_asked_and_frees_ports():
     sdir, ddir = "/mnt/gazette-prod/service/gazette", "/mnt/gazette-prod/data/gazette"
     ports = plans.render_ports(M, {"gazette": [10100], "almanac": [10101]})
     facts = project([RUNNING], ports=ports, dirs=[sdir, ddir])
+    facts["files"] = {"docker-compose.yml": 0o644, ".env": 0o640, "docker-compose.override.yml": 0o644,
+                      "data/kuma.db": 0o644}
+    facts["manifest"] = manifest.render_manifest(sdir, ["docker-compose.yml"])
     plan = plans.plan_remove(M, "gazette", False, "docker1", facts)
     argvs = [s.argv for s in plan.changes if isinstance(s, Run)]
     assert argvs[0][:7] == ("docker", "compose", "--ansi", "never", "--project-name", "gazette", "down")
-    assert ("rm", "-rf", "--", sdir) not in argvs  # what the service wrote there stays
-    assert ("rm", "-f", "--", f"{sdir}/.env", f"{sdir}/docker-compose.override.yml") in argvs
-    assert ("find", sdir, "-depth", "-type", "d", "-empty", "-delete") in argvs
+    rm = next(a for a in argvs if a[:2] == ("sh", "-c") and sdir in a)
+    assert set(rm[rm.index(sdir) + 1:]) == {"docker-compose.yml", ".env", "docker-compose.override.yml"}
+    assert "data/kuma.db" not in rm and not any(a[:2] == ("rm", "-rf") and sdir in a for a in argvs)
+    assert ("rm", "-f", "--", manifest.manifest_path(M, "gazette")) in argvs
     assert not any(ddir in a for a in argvs)
     freed = next(s for s in plan.changes if isinstance(s, Upload))
     assert plans.parse_ports(freed.content) == {"almanac": [10101]}
@@ -445,3 +453,152 @@ def test_status_report_per_service():
 def test_planner_is_pure():
     text = Path(plans.__file__).read_text()
     assert "import fabric" not in text and "from fabric" not in text and "invoke" not in text
+
+
+# -- the override of a published compose file -----------------------------------------------------------
+
+PUBLISHED = """services:
+  app:
+    image: example/app:1.2
+    env_file: [app.env, {path: ./local.env, required: false}]
+    ports:
+      - "8080:80"
+      - 127.0.0.1:9000:9000/udp
+      - "7000-7001:7000-7001"
+      - target: 443
+        published: "8443"
+        protocol: tcp
+      - "${TIN_PORT_5}:5000"
+    volumes:
+      - ./data:/app/data
+      - ./conf/app.ini:/etc/app.ini:ro
+      - cache:/cache
+    environment:
+      DB_PASSWORD: ${DB_PASSWORD}
+      UPLOAD: ${UPLOAD_LOCATION}
+      MODE: ${MODE:-prod}
+volumes:
+  cache:
+"""
+
+
+def published(tmp_path, compose=PUBLISHED, extra=None):
+    root = tmp_path / "catalog"
+    d = root / "app"
+    (d / "conf").mkdir(parents=True)
+    (d / "docker-compose.yml").write_text(compose)
+    (d / "conf" / "app.ini").write_text("[app]\n")
+    (d / "app.env").write_text("UPLOAD_LOCATION=/uploads\n")
+    for rel, text in (extra or {}).items():
+        (d / rel).write_text(text)
+    return deploy_spec("app", root=root)
+
+
+def override_of(plan) -> dict:
+    up = next(s for s in plan.steps if isinstance(s, Upload) and s.path.endswith("docker-compose.override.yml"))
+    return load_override(up.content)
+
+
+def test_override_maps_every_port_syntax_onto_the_machine_ports(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert d.ports_needed == 6 and plan.data["ports"] == PORTS[:6]
+    ports = override_of(plan)["services"]["app"]["ports"]
+    got = [(str(p["target"]), p["published"], p.get("host_ip"), p["protocol"]) for p in ports]
+    assert got == [("80", "10100", None, "tcp"), ("9000", "10101", "127.0.0.1", "udp"),
+                   ("7000", "10102", None, "tcp"), ("7001", "10103", None, "tcp"),
+                   ("443", "10104", None, "tcp"), ("5000", "10105", None, "tcp")]  # ${TIN_PORT_5} keeps 5
+
+
+def test_override_binds_runtime_data_onto_the_nas_and_leaves_shipped_config(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    app = override_of(plan)["services"]["app"]
+    assert app["volumes"] == [{"type": "bind", "source": "/mnt/gazette-prod/data/app/data", "target": "/app/data"}]
+    assert override_of(plan)["volumes"]["cache"]["driver_opts"]["device"] == "/mnt/gazette-prod/data/app/cache"
+    mk = [s for s in plan.steps if isinstance(s, Run) and "/mnt/gazette-prod/data/app/data" in s.argv]
+    assert mk and mk[0].argv[0] == "mkdir"
+    assert {(w["kind"], w["path"]) for w in plan.data["where"]} == {
+        ("volume", "/mnt/gazette-prod/data/app/cache"), ("bind", "/mnt/gazette-prod/data/app/data")}
+
+
+def test_data_an_earlier_deploy_left_in_the_service_dir_moves_to_the_nas_data_tree(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    facts["dirs"] = [d.dir, "/mnt/gazette-prod/service/app/data"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    mv = next(s for s in plan.steps if isinstance(s, Run) and "move ./data" in s.desc)
+    assert mv.argv[-2:] == ("/mnt/gazette-prod/service/app/data", "/mnt/gazette-prod/data/app/data")
+
+
+def test_override_env_files_are_tinsnips_then_the_services_own(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    assert override_of(plan)["services"]["app"]["env_file"] == [
+        "../../.machine/machine.env", ".env", "app.env", {"path": "./local.env", "required": False}]
+    up = plan.steps[-1]
+    files = [up.argv[i + 1] for i, a in enumerate(up.argv) if a == "--env-file"]
+    assert files == ["/mnt/gazette-prod/service/app/app.env", "/mnt/gazette-prod/.machine/machine.env",
+                     "/mnt/gazette-prod/service/app/.env"]
+
+
+def test_a_variable_nobody_sets_is_bad_input_naming_it_and_how_to_set_it(tmp_path):
+    d = published(tmp_path)
+    with pytest.raises(InputError) as err:
+        plans.plan_deploy(d, "docker1", fresh_facts(d))
+    msg = str(err.value)
+    assert "${DB_PASSWORD}" in msg and "docker-compose.yml:18" in msg and "machine.secret-set" in msg
+    assert "UPLOAD_LOCATION" not in msg and "MODE" not in msg  # set by app.env; has a default
+
+
+def test_secrets_reach_compose_through_a_private_env_file_never_argv(tmp_path):
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    config, up = plan.steps[-2:]
+    for step in (config, up):
+        assert "/mnt/gazette-prod/.machine/secrets" in step.argv  # the directory, read on the host
+        assert 'umask 077' in step.argv[2] and '--env-file "$sf"' in step.argv[2]
+        assert not any("DB_PASSWORD" in a for a in step.argv[3:])
+
+
+def test_published_override_passes_real_docker_compose_config(tmp_path):
+    """The merged project (base, override, env files, a secret) as compose itself resolves it."""
+    compose = compose_bin()
+    if compose is None:
+        pytest.skip("Compose v2 is not installed")
+    d = published(tmp_path)
+    facts = fresh_facts(d)
+    facts["secret_names"] = ["DB_PASSWORD"]
+    plan = plans.plan_deploy(d, "docker1", facts)
+    mount = tmp_path / "mnt"
+    for step in plan.steps:
+        if isinstance(step, Upload):
+            target = mount / step.path[len(M.mount) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(step.content)
+    (mount / ".machine/machine.env").write_text(MACHINE_ENV)
+    (mount / ".machine/secrets").mkdir()
+    (mount / ".machine/secrets/DB_PASSWORD").write_text("s3cret-value-42")
+    config = plan.steps[-2]
+    argv = [a.replace(M.mount, str(mount)) for a in config.argv[:-1]]  # without --quiet: print the project
+    r = subprocess.run(argv, env={"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": str(tmp_path)},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    resolved = yaml.safe_load(r.stdout)
+    app = resolved["services"]["app"]
+    assert app["environment"]["DB_PASSWORD"] == "s3cret-value-42"
+    assert app["environment"]["UPLOAD"] == "/uploads" and app["environment"]["TIN_SERVICE_UID"] == "10100"
+    assert sorted(int(p["published"]) for p in app["ports"]) == PORTS[:6]
+    binds = {v["target"]: v["source"] for v in app["volumes"]}
+    assert binds["/app/data"] == "/mnt/gazette-prod/data/app/data"
+    assert binds["/etc/app.ini"] == str(mount / "service/app/conf/app.ini")  # shipped config stays
+    assert not list(tmp_path.glob("tinsnip-secrets.*"))  # the private env file is gone afterwards

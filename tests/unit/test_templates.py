@@ -26,8 +26,8 @@ def test_machine_env_has_every_variable(m):
         "TIN_ENV_NUMBER": "0", "TIN_SERVICE_UID": "10100", "TIN_SERVICE_GID": "10100",
         "TIN_NAS_HOST": "192.168.1.10", "TIN_NAS_PATH": "/volume1/dynamicalsystem/gazette/prod",
         "TIN_MOUNT": "/mnt/gazette-prod", "DOCKER_HOST": "unix:///run/user/10100/docker.sock",
-        "XDG_DATA_HOME": "/home/gazette-prod/.local/share", "XDG_CONFIG_HOME": "/home/gazette-prod/.config",
-        "XDG_STATE_HOME": "/home/gazette-prod/.local/state",
+        "XDG_DATA_HOME": "/mnt/gazette-prod/data", "XDG_CONFIG_HOME": "/mnt/gazette-prod/config",
+        "XDG_STATE_HOME": "/mnt/gazette-prod/state",
     }
     for key, value in expected.items():
         assert values.get(key) == value, key

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import posixpath
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -30,7 +30,10 @@ from ..render import render
 from ..script import CLEAN_PATH, Fact
 from ..smep import MachineEnv
 from ..steps import HostPlan, Noop, Run, Step, Upload, sha256
+from . import service_files as manifest
+from .service_override import OverrideSpec, render_override
 
+SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 XDG_VARS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
 WAIT_SECONDS = 120
 LOG_LINES = 30
@@ -40,7 +43,8 @@ INPUTS_LABEL = "tinsnip.inputs"
 
 # `docker compose up` as the service user; on failure, the last log lines of each container that is
 # not running (or not healthy), so the reason shows where the failure is reported.
-UP_SCRIPT = r"""t=$1; shift
+UP_SCRIPT = r"""t=$1; sec=$2; shift 2
+__SECRETS__
 "$@" up --detach --remove-orphans --wait --wait-timeout "$t" && exit 0
 rc=$?
 echo "docker compose up failed (exit $rc)" >&2
@@ -53,6 +57,27 @@ for s in $bad; do
 done
 exit $rc
 """
+
+# The machine-env's secrets as an env file for compose interpolation: built on the Docker host from the
+# owner-only files on the NAS, 0600 in the user's runtime directory, removed on exit; no value is ever
+# in a command line or in tinsnip's output. Its --env-file goes right after `docker compose`.
+SECRETS_SNIPPET = r"""if [ -d "$sec" ]; then
+  umask 077
+  sf=$(mktemp "${XDG_RUNTIME_DIR:-/tmp}/tinsnip-secrets.XXXXXX") || exit 1
+  trap 'rm -f "$sf"' EXIT
+  for f in "$sec"/*; do
+    n=${f##*/}
+    case $n in *[!A-Z0-9_]*|[!A-Z]*) continue;; esac
+    [ -f "$f" ] || continue
+    v=$(cat -- "$f") || exit 1
+    case $v in *"'"*|*"
+"*) echo "secret $n holds a quote or a newline, which a compose env file cannot carry; set it again" >&2; exit 2;; esac
+    printf "%s='%s'\n" "$n" "$v" >>"$sf"
+  done
+  a=$1 b=$2; shift 2
+  set -- "$a" "$b" --env-file "$sf" "$@"
+fi"""
+CONFIG_SCRIPT = 'sec=$1; shift\n' + SECRETS_SNIPPET + '\n"$@"\n'
 
 # docker load as the service user from an archive copied to the SSH user's home; the copy goes after.
 LOAD_SCRIPT = r"""f=$1; shift
@@ -77,49 +102,16 @@ def ports_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/ports"
 
 
-def manifest_path(m: MachineEnv, service: str) -> str:
-    """The files a deploy copied from the catalog (one relative path a line): the only files a later
-    deploy may replace or remove. Kept with the machine-env on the NAS, beside the ports."""
-    return f"{m.mount}/.machine/deployed/{service}.files"
-
-
-def runtime_binds(compose_text: str, shipped: set[str]) -> dict[str, list[tuple[str, str, bool]]]:
-    """Per compose service, its relative binds whose source the catalog does not ship: runtime data,
-    which the override binds into the machine-env's data tree. (relative source, target, read-only)."""
-    from ..compose import ComposeError, parse
-
-    try:
-        model = parse(compose_text, "compose")
-    except ComposeError:
-        return {}
-    out: dict[str, list[tuple[str, str, bool]]] = {}
-    for name, svc in model.services.items():
-        for mount in svc.volumes:
-            if not mount.is_relative_bind:
-                continue
-            rel = posixpath.normpath(mount.source)
-            if rel == "." or rel.startswith(".."):
-                continue  # the service dir itself, or outside it: the catalog check names these
-            if rel in shipped or any(f.startswith(rel + "/") for f in shipped):
-                continue  # shipped with the catalog: the bind reads the deployed copy
-            out.setdefault(name, []).append((rel, mount.target, mount.read_only))
-    return out
-
-
-def parse_manifest(text: str | None) -> set[str] | None:
-    if text is None:
-        return None
-    return {line for line in text.splitlines() if line and not line.startswith("#")}
-
-
-def render_manifest(service: str, files) -> str:
-    return (f"# Files tinsnip copied from the catalog for {service}: the only ones a deploy may replace or\n"
-            "# remove. Everything else in the service directory was written by the service and is kept.\n"
-            + "".join(f"{rel}\n" for rel in sorted(files)))
+manifest_path = manifest.manifest_path
 
 
 def machine_env_path(m: MachineEnv) -> str:
     return f"{m.mount}/.machine/machine.env"
+
+
+def secrets_dir(m: MachineEnv) -> str:
+    """The machine-env's secrets (machine.secret-set), one owner-only file per name, on the NAS."""
+    return f"{m.mount}/.machine/secrets"
 
 
 def archive_name(image: str) -> str:
@@ -144,6 +136,7 @@ class Deploy:
     images: tuple[str, ...] = ()
     archives: dict = field(default_factory=dict)  # image → local archive (docker save format)
     wait_seconds: int = WAIT_SECONDS
+    spec: OverrideSpec | None = None  # what the override supplies (env files, ports, runtime binds)
 
     @property
     def dir(self) -> str:
@@ -162,14 +155,24 @@ class Deploy:
                 subdirs.add("/".join(parts[:i]))
         return [self.dir] + [f"{self.dir}/{d}" for d in sorted(subdirs)]
 
-    def binds(self) -> dict[str, list[tuple[str, str, bool]]]:
-        """The runtime binds (see runtime_binds), from the shipped compose file."""
-        text = self.files.get(self.compose_file, ("", 0))[0]
-        return runtime_binds(text, set(self.files))
+    @property
+    def binds(self) -> tuple:
+        return self.spec.binds if self.spec else ()
 
     def data_dirs(self) -> list[str]:
-        subdirs = [*self.volumes, *sorted({rel for binds in self.binds().values() for rel, _, _ in binds})]
-        return [self.data] + [f"{self.data}/{v}" for v in subdirs] if subdirs else []
+        subs = [*self.volumes, *dict.fromkeys(b.rel for b in self.binds)]
+        return [self.data] + [f"{self.data}/{v}" for v in subs] if subs else []
+
+    def legacy_bind_dirs(self) -> list[str]:
+        """Where a runtime bind's data sat before tinsnip bound it onto the NAS data tree."""
+        return [f"{self.dir}/{rel}" for rel in dict.fromkeys(b.rel for b in self.binds)]
+
+    def where(self) -> list[dict]:
+        """Where each named volume and bind of the service lives (the deploy summary says so)."""
+        out = [{"kind": "volume", "name": v, "path": f"{self.data}/{v}", "on": "NAS"} for v in self.volumes]
+        out += [{"kind": "bind", "name": b.source, "service": b.service, "target": b.target,
+                 "path": f"{self.data}/{b.rel}", "on": "NAS"} for b in self.binds]
+        return out
 
 
 # -- ports -----------------------------------------------------------------------------------------
@@ -234,17 +237,17 @@ def service_env(m: MachineEnv, service: str, ports: list[int]) -> str:
 
 
 def override(m: MachineEnv, service: str, services: tuple[str, ...], volumes: tuple[str, ...], inputs: str,
-             binds: dict[str, list[tuple[str, str, bool]]] | None = None) -> str:
-    return render("docker-compose.override.yml.j2", service=service, services=list(services), volumes=list(volumes),
-                  data_root=data_dir(m, service), label=INPUTS_LABEL, inputs=inputs, binds=binds or {})
+             spec: OverrideSpec | None = None, ports: list[int] | None = None) -> str:
+    spec = spec or OverrideSpec(services=tuple(services), volumes=tuple(volumes))
+    return render_override(spec, service, data_dir(m, service), list(ports or []), INPUTS_LABEL, inputs)
 
 
 def inputs_digest(d: Deploy, env_text: str, machine_env: str | None) -> str:
     """A fingerprint of everything a deploy's containers are made from: the catalog files, .env,
-    machine.env and where the volumes go. Carried by each container as a label, so a redeploy with
-    nothing changed can tell, and any change (here, or by machine.create) recreates the containers."""
-    parts = [f"service {d.service}", f"data {d.data}", "volumes " + ",".join(d.volumes),
-             "binds " + json.dumps(d.binds(), sort_keys=True)]
+    machine.env and where the volumes and binds go. Carried by each container as a label, so a redeploy
+    with nothing changed can tell, and any change (here, or by machine.create) recreates the containers."""
+    parts = [f"service {d.service}", f"data {d.data}", "volumes " + ",".join(d.volumes)]
+    parts += [f"bind {b.service} {b.rel} {b.target}" for b in d.binds]
     parts += [f"file {rel} {mode:o} {sha256(text)}" for rel, (text, mode) in sorted(d.files.items())]
     parts += [f".env {sha256(env_text)}", f"machine.env {sha256(machine_env)}"]
     return sha256("\n".join(parts))
@@ -262,19 +265,48 @@ def docker_env(m: MachineEnv) -> tuple[tuple[str, str], ...]:
     return (("HOME", m.home), ("XDG_RUNTIME_DIR", m.runtime_dir), ("DOCKER_HOST", m.docker_host))
 
 
-def up_env(m: MachineEnv, machine_env: str | None, env_text: str) -> tuple[tuple[str, str], ...]:
-    """SPEC §8 step 6: exactly machine.env's and .env's variables (the XDG ones included: they point into
-    the NAS mount), plus docker's. The rootless daemon never sees them: systemd starts it, not compose."""
-    values = dict(parse_env(machine_env))
-    values.update(parse_env(env_text))
-    values.update(dict(docker_env(m)))
-    return tuple(values.items())
+def up_env(m: MachineEnv, machine_env: str | None = None, env_text: str = "") -> tuple[tuple[str, str], ...]:
+    """Only what the docker CLI needs: compose reads machine.env, .env and the service's own env files
+    itself (`--env-file`, compose_base), so no value of theirs is ever in a command line."""
+    return docker_env(m)
 
 
-def compose_base(m: MachineEnv, service: str, compose_file: str) -> tuple[str, ...]:
+def interpolation_files(m: MachineEnv, service: str, own: tuple[str, ...] = ()) -> list[str]:
+    """The env files compose interpolation reads, later ones winning: the service's own, machine.env, .env."""
     d = service_dir(m, service)
+    return [*[f"{d}/{rel}" for rel in own], machine_env_path(m), f"{d}/{ENV_NAME}"]
+
+
+def known_variables(d: Deploy, machine_env: str | None, env_text: str) -> set[str]:
+    known = set(parse_env(machine_env)) | set(parse_env(env_text)) | {k for k, _ in docker_env(d.m)}
+    for rel in (d.spec.own_env_files if d.spec else ()):
+        if rel in d.files:
+            known |= set(parse_env(d.files[rel][0]))
+    return known
+
+
+def check_variables(d: Deploy, machine_env: str | None, env_text: str, secret_names=()) -> None:
+    """Exit 2 before any change for a variable the compose file needs (no default) that nobody sets."""
+    if not d.spec:
+        return
+    known = known_variables(d, machine_env, env_text) | set(secret_names)
+    missing = [n for n in d.spec.needs if n.name not in known]
+    if missing:
+        lines = "\n".join(f"  - ${{{n.name}}} ({d.compose_file}:{n.line}: {n.text})" for n in missing)
+        names = " ".join(n.name for n in missing)
+        raise InputError(
+            f"{d.service} needs variables that nobody sets:\n{lines}\n"
+            f"set each in one of the service's own env files (listed under env_file, shipped in the catalog), "
+            f"or, for a secret, on the machine-env: `tin machine.secret-set --service {d.m.machine} --env {d.m.env} "
+            f"--name {missing[0].name}` (the value on stdin, never on the command line; "
+            f"TINSNIP_SECRET_<NAME> in CI) for each of: {names}")
+
+
+def compose_base(m: MachineEnv, service: str, compose_file: str, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    d = service_dir(m, service)
+    env_files = [x for f in interpolation_files(m, service, own) for x in ("--env-file", f)]
     return ("docker", "compose", "--ansi", "never", "--project-name", service, "--project-directory", d,
-            "-f", f"{d}/{compose_file}", "-f", f"{d}/{OVERRIDE_NAME}")
+            *env_files, "-f", f"{d}/{compose_file}", "-f", f"{d}/{OVERRIDE_NAME}")
 
 
 def env_file_args(m: MachineEnv, service: str) -> tuple[str, ...]:
@@ -401,8 +433,11 @@ def deploy_facts(d: Deploy, ssh_user: str) -> list[Fact]:
         Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("machine_env", machine_env_path(m)),
         file_fact("ports", ports_path(m)),
-        file_fact("manifest", manifest_path(m, d.service)),
-        Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs()])
+        file_fact("manifest", manifest.manifest_path(m, d.service)),
+        Fact("secret_names", f"ls -1 -- {q(secrets_dir(m))} 2>/dev/null; true",
+             lambda rc, out: [n for n in out.split() if SECRET_NAME.match(n)]),
+        Fact("dirs", "for d in " + " ".join(q(p) for p in [*d.dirs(), *d.data_dirs(), *d.legacy_bind_dirs(),
+                                                           manifest.deployed_dir(m)])
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
         Fact("files", f"find {q(d.dir)} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
         Fact("ssh_home", f"getent passwd {q(ssh_user)} | cut -d: -f6", lambda rc, out: out.strip() or None),
@@ -480,11 +515,11 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u)
                  if missing else Noop(f"{d.dir} exists"))
     modes = facts["files"]
-    manifest = parse_manifest(facts.get("manifest"))
+    copied = manifest.parse_manifest(facts.get("manifest"))
     for rel, (content, mode) in sorted(d.files.items()):
         path = f"{d.dir}/{rel}"
         old = facts[f"file:{rel}"]
-        if old is not None and old != content and manifest is not None and rel not in manifest:
+        if old is not None and old != content and copied is not None and rel not in copied:
             raise InputError(f"{path} was written by {d.service}, not copied by a deploy, and the catalog now ships "
                              f"a file of that name: tinsnip never overwrites what a service wrote. Move it away "
                              f"(it is on the NAS), or rename the file in the catalog, then deploy again.")
@@ -495,19 +530,21 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
             steps.append(Run(("chmod", f"{mode:o}", path), f"set the mode of {path} to {mode:o}", as_user=u))
         else:
             steps.append(Noop(f"{path} is up to date"))
-    # Only files an earlier deploy copied may go; without a record (a deploy by an older tinsnip) none do.
-    stale = sorted((manifest or set()) & set(modes) - set(d.files) - {ENV_NAME, OVERRIDE_NAME})
+    stale = manifest.stale_files(copied, set(modes), set(d.files))
     if stale:
         steps.append(Run(("rm", "-f", "--", *[f"{d.dir}/{r}" for r in stale]),
-                         f"remove files an earlier deploy copied and the catalog no longer has: {', '.join(stale)}",
+                         f"remove files a deploy copied that are no longer in the catalog: {', '.join(stale)}",
                          as_user=u))
-    manifest_text = render_manifest(d.service, d.files)
-    if facts.get("manifest") != manifest_text:
-        mpath = manifest_path(m, d.service)
-        steps.append(Run(("mkdir", "-m", "0750", "-p", posixpath.dirname(mpath)), f"create {posixpath.dirname(mpath)}",
-                         as_user=u))
-        steps.append(Upload(mpath, manifest_text, f"record the files this deploy copied ({len(d.files)})", mode=0o640,
-                            as_user=u, old=facts.get("manifest"), expect=sha256(facts.get("manifest"))))
+    kept = manifest.foreign_files(copied, set(modes), set(d.files), {ENV_NAME, OVERRIDE_NAME})
+    data["kept_files"] = kept
+    if kept:
+        steps.append(Noop(f"{len(kept)} file(s) in {d.dir} not copied by tinsnip stay untouched"))
+    if manifest.deployed_dir(m) not in have_dirs:
+        steps.append(Run(("mkdir", "-m", "0750", "-p", manifest.deployed_dir(m)),
+                         f"create {manifest.deployed_dir(m)}", as_user=u))
+    mtext = manifest.render_manifest(d.dir, d.files)
+    steps.append(_file_step(manifest.manifest_path(m, d.service), mtext, facts.get("manifest"), 0o640, u,
+                            f"record the files copied into {d.dir}"))
 
     # 2. ports, and .env
     alloc = parse_ports(facts["ports"])
@@ -527,19 +564,28 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     steps.append(_file_step(f"{d.dir}/{ENV_NAME}", env_text, facts[f"file:{ENV_NAME}"], 0o640, u,
                             f"write {d.service}'s .env"))
 
-    # 3. named volumes on the NAS
+    check_variables(d, facts["machine_env"], env_text, facts.get("secret_names", ()))
+
+    # 3. named volumes and runtime binds on the NAS
     inputs = inputs_digest(d, env_text, facts["machine_env"])
     data["inputs"] = inputs
-    binds = d.binds()
-    data["runtime_binds"] = {svc: [{"source": rel, "target": t, "on_nas": f"{d.data}/{rel}"} for rel, t, _ in b]
-                             for svc, b in binds.items()}
-    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}", override(m, d.service, d.services, d.volumes, inputs, binds),
-                            facts[f"file:{OVERRIDE_NAME}"], 0o644, u, f"bind {d.service}'s volumes and runtime binds to {d.data}"))
-    missing = [p for p in d.data_dirs() if p not in have_dirs]
+    data["where"] = d.where()
+    steps.append(_file_step(f"{d.dir}/{OVERRIDE_NAME}",
+                            override(m, d.service, d.services, d.volumes, inputs, d.spec, ports),
+                            facts[f"file:{OVERRIDE_NAME}"], 0o644, u, f"bind {d.service}'s volumes to {d.data}"))
+    moved = set()
+    for b in d.binds:
+        old_dir, new_dir = f"{d.dir}/{b.rel}", f"{d.data}/{b.rel}"
+        if old_dir in have_dirs and new_dir not in have_dirs and new_dir not in moved:
+            moved.add(new_dir)  # data an earlier deploy left in the service directory moves to the data tree
+            parent = new_dir.rsplit("/", 1)[0]
+            steps.append(Run(("sh", "-c", 'mkdir -m 0750 -p "$1" && mv -T -- "$2" "$3"', "sh", parent, old_dir, new_dir),
+                             f"move {b.source} of {d.service} from {d.dir} to {new_dir} on the NAS", as_user=u))
+    missing = [p for p in d.data_dirs() if p not in have_dirs and p not in moved]
     if missing:
         steps.append(Run(("mkdir", "-m", "0750", "-p", *missing), f"create {', '.join(missing)}", as_user=u))
-    elif d.data_dirs():
-        steps.append(Noop(f"volume directories under {d.data} exist"))
+    elif d.volumes or d.binds:
+        steps.append(Noop(f"volume and bind directories under {d.data} exist"))
 
     # 4. images
     image_ids = facts.get("images", {})
@@ -556,6 +602,8 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
         else:
             steps.append(Noop(f"image {image} is not in {u}'s Docker: compose will pull it"))
     data["archive_uploads"] = uploads
+    data["images"] = list(d.images)
+    data["pulls"] = [i for i in d.images if not image_ids.get(i) and i not in d.archives]
 
     # 5–7. validate and start
     changed = any(not isinstance(s, Noop) for s in steps)
@@ -563,11 +611,13 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
     data["containers"] = [c for c in containers["containers"] if c["project"] == d.service]
     if changed or problems:
         env = up_env(m, facts["machine_env"], env_text)
-        base = compose_base(m, d.service, d.compose_file)
-        steps.append(Run((*base, "config", "--quiet"), f"validate {d.service} with docker compose config",
-                         as_user=u, env=env))
+        base = compose_base(m, d.service, d.compose_file, d.spec.own_env_files if d.spec else ())
+        sec = secrets_dir(m)
+        steps.append(Run(("sh", "-c", CONFIG_SCRIPT, "sh", sec, *base, "config", "--quiet"),
+                         f"validate {d.service} with docker compose config", as_user=u, env=env))
         why = "; ".join(problems) if problems and not changed else "its files changed"
-        steps.append(Run(("sh", "-c", UP_SCRIPT.replace("$LINES", str(LOG_LINES)), "sh", str(d.wait_seconds), *base),
+        script = UP_SCRIPT.replace("$LINES", str(LOG_LINES)).replace("__SECRETS__", SECRETS_SNIPPET)
+        steps.append(Run(("sh", "-c", script, "sh", str(d.wait_seconds), sec, *base),
                          f"start {d.service} (docker compose up, wait up to {d.wait_seconds}s): {why}",
                          as_user=u, env=env))
     else:
@@ -591,10 +641,10 @@ def project_facts(m: MachineEnv, service: str) -> list[Fact]:
         Fact("uid", f"id -u -- {q(m.user)}", _uid),
         Fact("mounted", f"mountpoint -q {q(m.mount_point)}", lambda rc, out: rc == 0),
         file_fact("ports", ports_path(m)),
-        file_fact("manifest", manifest_path(m, service)),
-        Fact("files", f"find {q(service_dir(m, service))} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
         Fact("dirs", "for d in " + " ".join(q(p) for p in (service_dir(m, service), data_dir(m, service)))
              + '; do [ -d "$d" ] && printf "%s\\n" "$d"; done; true', _lines),
+        Fact("files", f"find {q(service_dir(m, service))} -type f -printf '%m %P\\0' 2>/dev/null; true", _files),
+        file_fact("manifest", manifest.manifest_path(m, service)),
         containers_fact(m, service),
         objects_fact(m, service),
     ]
@@ -635,30 +685,32 @@ def plan_remove(m: MachineEnv, service: str, delete_data: bool, host: str, facts
         steps.append(Noop(f"{service} has no containers, networks or volumes"))
     have = set(facts["dirs"])
     sdir, ddir = service_dir(m, service), data_dir(m, service)
-    manifest = parse_manifest(facts.get("manifest"))
     if sdir in have:
         if not facts.get("mounted"):
             raise InputError(f"{m.mount} is not mounted on {host}: mount it (machine.create) before removing")
-        if delete_data:
-            steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir}", as_user=m.user))
+        present = set(facts.get("files") or {})
+        copied = manifest.parse_manifest(facts.get("manifest")) or set()
+    if sdir in have and delete_data:
+        steps.append(Run(("rm", "-rf", "--", sdir), f"remove {sdir} and everything in it (--delete-data)", as_user=m.user))
+    elif sdir in have:
+        ours = sorted(present & (copied | {ENV_NAME, OVERRIDE_NAME}))
+        kept = sorted(present - set(ours))
+        if ours:
+            steps.append(Run(("sh", "-c", 'd=$1; shift; cd -- "$d" && rm -f -- "$@" && '
+                              'find . -depth -mindepth 1 -type d -empty -delete && cd / && rmdir -- "$d" 2>/dev/null; true',
+                              "sh", sdir, *ours),
+                             f"remove the {len(ours)} file(s) tinsnip put in {sdir}"
+                             + (f"; {len(kept)} file(s) the service wrote there stay" if kept else ""), as_user=m.user))
+        elif kept:
+            steps.append(Noop(f"{sdir} holds only files tinsnip did not put there ({len(kept)}): they stay"))
         else:
-            # Only what deploys wrote goes: the copied catalog files, .env, the override; then the
-            # directories left empty. Anything the service wrote there stays, with its directories.
-            present = set(facts.get("files") or {})
-            ours = sorted({*(manifest or ()), ENV_NAME, OVERRIDE_NAME} & present)
-            if ours:
-                steps.append(Run(("rm", "-f", "--", *[f"{sdir}/{r}" for r in ours]),
-                                 f"remove the files deploys copied to {sdir} ({len(ours)})", as_user=m.user))
-                steps.append(Run(("find", sdir, "-depth", "-type", "d", "-empty", "-delete"),
-                                 f"remove the directories left empty in {sdir} (files the service wrote stay)",
-                                 as_user=m.user))
-            else:
-                steps.append(Noop(f"{sdir} holds only files {service} wrote ({len(present)}): they stay"))
+            steps.append(Run(("sh", "-c", 'find "$1" -depth -type d -empty -delete; true', "sh", sdir),
+                             f"remove {sdir} (empty)", as_user=m.user))
     else:
         steps.append(Noop(f"{sdir} is gone"))
+    mpath = manifest.manifest_path(m, service)
     if facts.get("manifest") is not None:
-        steps.append(Run(("rm", "-f", "--", manifest_path(m, service)), f"forget the files record of {service}",
-                         as_user=m.user))
+        steps.append(Run(("rm", "-f", "--", mpath), f"remove {mpath}", as_user=m.user))
     alloc = parse_ports(facts["ports"])
     freed = alloc.get(service, [])
     if freed:

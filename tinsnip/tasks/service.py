@@ -138,9 +138,13 @@ def _deploy_spec(m, svc, archives: dict, wait: int):
     values = {"TIN_SHEET": m.sheet, "TIN_MACHINE_NAME": m.machine, "TIN_SERVICE_NAME": m.machine,
               "TIN_SERVICE_ENVIRONMENT": m.env, "TIN_SERVICE_UID": str(m.uid), "TIN_SERVICE_GID": str(m.gid),
               "TIN_CATALOG_SERVICE": svc.name}
+    from ..plans.service_override import spec_from_model
+
     images = tuple(sorted({catalog_mod.interpolate(i, values) for i in svc.images}))
-    return plans.Deploy(
-        m=m, service=svc.name, compose_file=svc.compose_file.name, files=catalog_mod.service_files(svc),
+    files = catalog_mod.service_files(svc)
+    spec = spec_from_model(svc.model, set(files)) if svc.model is not None else None
+    return plans.Deploy(spec=spec,
+        m=m, service=svc.name, compose_file=svc.compose_file.name, files=files,
         services=svc.services, volumes=svc.volumes, ports_needed=svc.ports_needed, images=images,
         archives={i: archives[i] for i in images if i in archives}, wait_seconds=wait)
 
@@ -179,10 +183,22 @@ def deploy(c, opts, service=None, env=None, catalog_service=None, host=None, tim
         raise
     data = outcome.plan.data if outcome.plan else {}
     extra = {"service": cs, "machine": m.name, "host": placed.name, "user": m.user, "ports": data.get("ports", []),
-             "dir": plans.service_dir(m, cs), "data": plans.data_dir(m, cs)}
+             "dir": plans.service_dir(m, cs), "data": plans.data_dir(m, cs), "where": data.get("where", []),
+             "images": data.get("images", list(d.images)), "pulls": data.get("pulls", []),
+             "kept_files": data.get("kept_files", [])}
+    if not opts.json:
+        for i in extra["images"]:
+            how = "pulled by compose" if i in extra["pulls"] else "already there or loaded from its archive"
+            engine.out.line(f"  image {i}: {how}", placed.name)
     if not outcome.failed and not opts.json:
+        where = extra["where"]
+        if where:
+            places = "; ".join(f"{w['kind']} {w['name']} in {w['path']}" for w in where)
+            summary = f"data on the NAS: {places}"
+        else:
+            summary = "no volumes or binds of runtime data (nothing of it on the NAS)"
         engine.out.line(f"{cs} on {m.name} ({placed.name}): ports {', '.join(map(str, extra['ports'])) or 'none'}; "
-                        f"data in {extra['data']} on the NAS")
+                        f"{summary}")
     finish(engine, extra)
 
 
