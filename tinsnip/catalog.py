@@ -641,7 +641,16 @@ def install_action(dest: Path) -> str:
         return "update"
     if dest.is_dir() and not any(dest.iterdir()):
         return "clone"
-    raise InputError(f"{dest} exists and is not a git clone: move it away, or pass --dest for another place")
+    raise InputError(f"--dest {dest} exists and is not a git clone: move it away, or pass --dest for another place")
+
+
+def check_origin(dest: Path, url: str, action: str) -> None:
+    """An existing clone must be of `url` (read locally, before any fetch)."""
+    if action == "clone":
+        return
+    current = _git("remote", "get-url", "origin", cwd=dest).stdout.strip()
+    if current and current != url:
+        raise InputError(f"--dest {dest} is a clone of {current}, not {url}: remove it, or pass another --dest")
 
 
 def install(url: str, dest: Path) -> tuple[str, str]:
@@ -651,9 +660,7 @@ def install(url: str, dest: Path) -> tuple[str, str]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         r = _git("clone", "--quiet", "--", url, str(dest))
     else:
-        current = _git("remote", "get-url", "origin", cwd=dest).stdout.strip()
-        if current and current != url:
-            raise InputError(f"{dest} is a clone of {current}, not {url}: remove it, or pass --dest")
+        check_origin(dest, url, action)
         before = _git("rev-parse", "HEAD", cwd=dest).stdout.strip()
         r = _git("pull", "--ff-only", "--quiet", cwd=dest)
         if r.returncode == 0 and _git("rev-parse", "HEAD", cwd=dest).stdout.strip() == before:

@@ -25,7 +25,23 @@ def _user_config_file() -> Path:
 
 
 def inventory_path(flag: str | None) -> Path:
+    if flag is not None:
+        check_inventory_flag(flag)
     return Path(flag or os.environ.get("TINSNIP_INVENTORY") or DEFAULT_INVENTORY)
+
+
+def check_inventory_flag(flag: str) -> Path:
+    """An --inventory given on the command line must name a readable file (exit 2 otherwise)."""
+    if not flag.strip():
+        raise InputError("empty --inventory: give the inventory file, or leave the flag out for "
+                         "TINSNIP_INVENTORY, then ./hosts.yaml")
+    if any(ord(ch) < 32 for ch in flag):
+        raise InputError(f"invalid --inventory {flag!r}: a file name has no control characters")
+    path = Path(flag)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise InputError(f"--inventory {flag}: {what}; give the inventory file (hosts.yaml)")
+    return path
 
 
 @dataclass

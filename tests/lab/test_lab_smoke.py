@@ -158,3 +158,4 @@ def test_tin_cli_sees_the_lab(lab):
     assert r.rc == 0, r.stderr
     st = json.loads(r.stdout)
     assert st["up"] is True and st["lab_id"] == lab.id and st["lab_dir"] == str(lab.dir)
+    assert st["registry"]["running"] is True and st["registry"]["ca"] == str(lab.dir / "registry-ca.crt")

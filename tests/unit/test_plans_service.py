@@ -221,7 +221,8 @@ def test_up_reads_machine_env_and_env_as_env_files_and_gets_only_dockers_variabl
     d = deploy_spec("gazette")
     up = plans.plan_deploy(d, "docker1", fresh_facts(d)).steps[-1]
     assert dict(up.env) == {"HOME": "/home/gazette-prod", "XDG_RUNTIME_DIR": "/run/user/10100",
-                            "DOCKER_HOST": "unix:///run/user/10100/docker.sock"}
+                            "DOCKER_HOST": "unix:///run/user/10100/docker.sock", "IMAGES": "lab/busybox:1",
+                            "HOST": "docker1"}
     argv = list(up.argv)
     files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
     assert files == ["/mnt/gazette-prod/.machine/machine.env", "/mnt/gazette-prod/service/gazette/.env"]
@@ -602,3 +603,33 @@ def test_published_override_passes_real_docker_compose_config(tmp_path):
     assert binds["/app/data"] == "/mnt/gazette-prod/data/app/data"
     assert binds["/etc/app.ini"] == str(mount / "service/app/conf/app.ini")  # shipped config stays
     assert not list(tmp_path.glob("tinsnip-secrets.*"))  # the private env file is gone afterwards
+
+
+def test_a_failed_up_names_each_missing_image_its_registry_and_the_remedies_and_is_recorded(tmp_path):
+    """The up step's own shell, run with a docker that fails every call (as when a pull times out)."""
+    d = deploy_spec("gazette")
+    plan = plans.plan_deploy(d, "docker1", fresh_facts(d))
+    up = plan.steps[-1]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "docker").chmod(0o755)
+    last = tmp_path / "gazette.last"
+    argv = list(up.argv)
+    argv[argv.index(plans.last_deploy_path(M, "gazette"))] = str(last)
+    env = {**dict(up.env), "IMAGES": "example.org:5000/app:1 redis:7", "PATH": f"{fake}:/usr/bin:/bin"}
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "image example.org:5000/app:1 is not in" in r.stderr and "pulled from example.org:5000" in r.stderr
+    assert "image redis:7" in r.stderr and "pulled from docker.io" in r.stderr
+    assert "docker_hosts.docker1.images" in r.stderr and "mirror" in r.stderr
+    record = plans.parse_last("gazette\0" + last.read_text() + "\0")["gazette"]
+    assert record["outcome"] == "failed" and "redis:7" in record["why"]
+
+
+def test_status_shows_a_failed_last_deploy():
+    facts = {"uid": M.uid, "mounted": True, "ports": None, "deployed": ["gazette"],
+             "containers": {"error": None, "containers": []},
+             "last": plans.parse_last("gazette\0failed 2026-01-01T00:00:00Z\nimage x:1 could not be pulled\0")}
+    [s] = plans.status_report(M, "docker1", facts)["services"]
+    assert s["last_deploy"] == {"outcome": "failed", "at": "2026-01-01T00:00:00Z", "why": "image x:1 could not be pulled"}

@@ -369,6 +369,11 @@ def status(lab_dir: Path | str, lab_id: int = 0) -> dict:
         "up": all(v["state"] == "up" for v in hosts.values()) and lab.inventory.exists()
         and (owner is None or owner == lab.dir),
         "hosts": hosts,
+        "registry": {"address": reg.addr(lab.id), "netns": reg.netns(lab.id),
+                     "running": bool(reg._pids(reg.netns(lab.id))) if Path("/run/netns", reg.netns(lab.id)).exists()
+                     else False,
+                     "open": f"https://{reg.open_registry(lab.id)}", "private": f"https://{reg.private_registry(lab.id)}",
+                     "ca": str(lab.registry_ca) if lab.registry_ca.exists() else None},
     }
 
 

@@ -43,11 +43,22 @@ INPUTS_LABEL = "tinsnip.inputs"
 
 # `docker compose up` as the service user; on failure, the last log lines of each container that is
 # not running (or not healthy), so the reason shows where the failure is reported.
-UP_SCRIPT = r"""t=$1; sec=$2; shift 2
+UP_SCRIPT = r"""t=$1; sec=$2; last=$3; shift 3
 __SECRETS__
-"$@" up --detach --remove-orphans --wait --wait-timeout "$t" && exit 0
+record() { printf '%s %s\n%s\n' "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$2" >"$last.tmp" && mv -f -- "$last.tmp" "$last"; }
+"$@" up --detach --remove-orphans --wait --wait-timeout "$t"
 rc=$?
+if [ "$rc" -eq 0 ]; then record ok ""; exit 0; fi
 echo "docker compose up failed (exit $rc)" >&2
+why="docker compose up failed (exit $rc)"
+for i in $IMAGES; do
+  docker image inspect "$i" >/dev/null 2>&1 && continue
+  r=${i%%/*}
+  case $i in */*) case $r in *.*|*:*|localhost) ;; *) r=docker.io;; esac;; *) r=docker.io;; esac
+  msg="image $i is not in $(id -un)'s Docker and could not be pulled from $r: give the host an archive of it (docker_hosts.$HOST.images in hosts.yaml: {\"$i\": /path/to/image.tar}), or a registry mirror that has it (registries: in hosts.yaml), then deploy again"
+  echo "$msg" >&2
+  why="$why; $msg"
+done
 "$@" ps --all >&2
 bad=$("$@" ps --all --format '{{.Service}} {{.State}} {{.Health}}' | awk '$2 != "running" || ($3 != "" && $3 != "healthy") {print $1}' | sort -u)
 [ -n "$bad" ] || bad=$("$@" config --services)
@@ -55,6 +66,7 @@ for s in $bad; do
   echo "--- last $LINES log lines of $s ---" >&2
   "$@" logs --no-color --tail "$LINES" "$s" >&2
 done
+record failed "$why"
 exit $rc
 """
 
@@ -103,6 +115,23 @@ def ports_path(m: MachineEnv) -> str:
 
 
 manifest_path = manifest.manifest_path
+
+
+def last_deploy_path(m: MachineEnv, service: str) -> str:
+    """The outcome of the service's last `docker compose up` (ok/failed, when, why), kept on the NAS."""
+    return f"{manifest.deployed_dir(m)}/{service}.last"
+
+
+def parse_last(text: str) -> dict:
+    """{service: {"outcome", "at", "why"}} from `name\0content\0` records."""
+    out = {}
+    parts = text.split("\0")
+    for name, body in zip(parts[::2], parts[1::2]):
+        head, _, why = body.partition("\n")
+        outcome, _, at = head.partition(" ")
+        if name:
+            out[name] = {"outcome": outcome, "at": at.strip(), "why": why.strip()}
+    return out
 
 
 def machine_env_path(m: MachineEnv) -> str:
@@ -617,9 +646,10 @@ def plan_deploy(d: Deploy, host: str, facts: dict) -> HostPlan:
                          f"validate {d.service} with docker compose config", as_user=u, env=env))
         why = "; ".join(problems) if problems and not changed else "its files changed"
         script = UP_SCRIPT.replace("$LINES", str(LOG_LINES)).replace("__SECRETS__", SECRETS_SNIPPET)
-        steps.append(Run(("sh", "-c", script, "sh", str(d.wait_seconds), sec, *base),
+        up_vars = (*env, ("IMAGES", " ".join(d.images)), ("HOST", host))
+        steps.append(Run(("sh", "-c", script, "sh", str(d.wait_seconds), sec, last_deploy_path(m, d.service), *base),
                          f"start {d.service} (docker compose up, wait up to {d.wait_seconds}s): {why}",
-                         as_user=u, env=env))
+                         as_user=u, env=up_vars))
     else:
         n = len([c for c in containers["containers"] if c["project"] == d.service])
         steps.append(Noop(f"{d.service} is running ({n} container{'s' if n != 1 else ''}, configuration unchanged)"))
@@ -740,6 +770,9 @@ def status_facts(m: MachineEnv) -> list[Fact]:
         Fact("deployed", f"cd {q(m.mount + '/service')} 2>/dev/null && for d in *; do "
                          f'[ -f "$d/{OVERRIDE_NAME}" ] && printf "%s\\n" "$d"; done; true', _lines),
         containers_fact(m),
+        Fact("last", f"cd {q(manifest.deployed_dir(m))} 2>/dev/null && for f in *.last; do [ -f \"$f\" ] && "
+                     f"printf '%s\\0%s\\0' \"${{f%.last}}\" \"$(cat -- \"$f\")\"; done; true",
+             lambda rc, out: parse_last(out)),
     ]
 
 
@@ -761,7 +794,8 @@ def status_report(m: MachineEnv, host: str, facts: dict, only: str | None = None
             state = "degraded"
         else:
             state = "stopped"
+        last = (facts.get("last") or {}).get(name)
         services.append({"service": name, "state": state, "deployed": name in facts.get("deployed", []),
-                         "ports": alloc.get(name, []), "containers": cs})
+                         "ports": alloc.get(name, []), "containers": cs, "last_deploy": last})
     return {"machine": m.name, "host": host, "user": m.user, "ready": facts.get("uid") == m.uid and facts.get("mounted"),
             "docker_error": facts["containers"]["error"], "services": services}

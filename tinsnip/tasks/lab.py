@@ -38,6 +38,10 @@ def _print_hosts(info: dict) -> None:
     for name, h in info["hosts"].items():
         ssh = "ssh ok" if h["ssh"] else "no ssh"
         print(f"  {name:8} {h['state']:8} {h['address']:13} {ssh:7} login {h['user']}")
+    r = info.get("registry")
+    if r:
+        state = "up" if r["running"] else "down"
+        print(f"  {'registry':8} {state:8} {r['address']:13} {r['open']} (open, mirror), {r['private']} (login)")
 
 
 @task(help={"json": "print one JSON object instead of text"})

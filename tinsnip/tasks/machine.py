@@ -531,8 +531,8 @@ def login(c, opts, service=None, env=None, registry=None, username=None):
 
     registry = _check_registry(registry)
     username = require(username, "username")
-    if any(ch.isspace() or ch == ":" for ch in username):
-        raise InputError(f"--username {username!r}: no spaces or ':'")
+    if any(ch.isspace() or ch == ":" or ord(ch) < 32 or ord(ch) == 127 for ch in username):
+        raise InputError(f"--username {username!r}: no spaces, control characters or ':'")
     machine_env_flags(service, env)
 
     def value(settings):

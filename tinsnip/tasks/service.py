@@ -22,12 +22,14 @@ TARGET_HELP = {
 
 def _local_sheet(opts) -> str:
     """The sheet for commands that work without the inventory (the catalog lives on this machine)."""
+    from .. import config
+
+    if opts.inventory is not None:
+        config.check_inventory_flag(opts.inventory)  # given, it must be right, even where it is not read
     if opts.sheet:
         return opts.sheet
     if os.environ.get("TINSNIP_SHEET"):
         return smep.check_name(os.environ["TINSNIP_SHEET"], "sheet")
-    from .. import config
-
     if not config.inventory_path(opts.inventory).exists():
         return smep.DEFAULT_SHEET  # the catalog needs no inventory; a broken one is still an error
     return opts.settings().sheet
@@ -113,11 +115,15 @@ def catalog(c, opts, catalog_service=None, check=False):
 def catalog_install(c, opts, url=None, dest=None):
     """Clone the service catalog, or update an existing clone (git pull --ff-only)."""
     sheet = _local_sheet(opts)
-    if url is not None and (not url.strip() or url.startswith("-")):
+    if url is not None and (not url.strip() or url.startswith("-") or any(ord(ch) < 32 for ch in url)):
         raise InputError(f"invalid --url {url!r}: give a git URL (https://, ssh://, file://, or a path)")
+    if dest is not None and (not dest.strip() or dest.startswith("-") or any(ord(ch) < 32 for ch in dest)):
+        raise InputError(f"invalid --dest {dest!r}: give a directory for the clone (a new one, or a clone "
+                         f"of the same URL)")
     target = Path(dest).expanduser() if dest else Path.home() / ".local" / "opt" / f"{sheet}.service"
     repo, source = catalog_mod.repo_url(url)
     action = catalog_mod.install_action(target)
+    catalog_mod.check_origin(target, repo, action)
     data = {"url": repo, "url_from": source, "dest": str(target), "action": action, "dry_run": opts.dry_run}
     if opts.dry_run:
         emit(opts, data, [f"would {action} {repo} ({source}) into {target}", "dry run: nothing was changed"])
@@ -226,12 +232,20 @@ def status(c, opts, service=None, env=None, catalog_service=None, host=None):
         lines.append("  no catalog services deployed")
     for s in report["services"]:
         lines.append(f"  {s['service']}: {s['state']}; ports {', '.join(map(str, s['ports'])) or 'none'}")
+        last = s.get("last_deploy")
+        if last and last["outcome"] != "ok":
+            lines.append(f"    last deploy FAILED at {last['at']}: {last['why']}")
+            lines.append(f"    fix it, then `tin service.deploy --service {machine} --env {env} "
+                         f"--catalog-service {s['service']}`")
         for ctr in s["containers"]:
             health = f" ({ctr['health']})" if ctr["health"] else ""
             lines.append(f"    {ctr['name']:<28} {ctr['state']}{health:<12} {ctr['image']:<20} {' '.join(ctr['ports'])}")
     emit(opts, report, lines)
     if report["docker_error"] and report["ready"]:
         raise RemoteError(f"{m.user}'s rootless Docker on {placed.name} does not answer")
+    failed = [s["service"] for s in report["services"] if (s.get("last_deploy") or {}).get("outcome") == "failed"]
+    if failed:
+        raise RemoteError(f"the last deploy of {', '.join(failed)} on {m.name} failed (see above)")
 
 
 @tin_task(help={**TARGET_HELP, "follow": "keep printing new lines until interrupted",
