@@ -52,8 +52,11 @@ VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_
 
 ENV_FILE_FIX = ["env_file:", f"  - {MACHINE_ENV_REF}", f"  - {ENV_NAME}"]
 # Where a database's data directory goes instead of a NAS volume (README: "Where each kind of data lives").
-DATABASE_FIX = ("keep the database's data off the NAS export: tinsnip's database placement (README: "
-                "\"Where each kind of data lives\") keeps it on the Docker host's disk and its dumps on the NAS")
+DATABASE_FIX = ("keep the data directory off the NAS export (a database must own it, which all_squash refuses): "
+                "tinsnip's database placement (README: \"Where each kind of data lives\") is where it goes; until "
+                "a deploy provides it, a volume declared `external: true` (created by the machine-env's user with "
+                "`docker volume create`) stays in the Docker host's own storage, not on the NAS: back it up with "
+                "the app's own dump")
 
 
 @dataclass(frozen=True)
