@@ -161,8 +161,8 @@ def test_second_service_gets_the_next_free_ports(machine):
 
 
 @pytest.mark.parametrize("broken", [
-    ("env_file:\n      - ../../.machine/machine.env\n      - .env\n", "env_file:\n      - .env\n", "env_file must list"),
-    ('    user: "${TIN_SERVICE_UID}:${TIN_SERVICE_UID}"\n', "", "user missing"),
+    ("    image: lab/busybox:1\n", "    image: lab/busybox:1\n    privileged: true\n", "privileged cannot work"),
+    ("    image: lab/busybox:1\n", "    image: lab/busybox:1\n    network_mode: host\n", "network_mode host"),
 ])
 def test_a_compose_file_breaking_a_rule_is_refused_before_anything_changes(machine, catalog_with, broken):
     lab = machine
